@@ -1,0 +1,1 @@
+"""Core data types and schemas shared by the modelling code and the explorer."""

@@ -1,0 +1,1 @@
+"""Pydantic schemas (pure data, no torch)."""

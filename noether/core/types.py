@@ -1,0 +1,6 @@
+"""Small shared type aliases (same names and values as upstream Noether)."""
+
+from typing import Literal
+
+InitWeightsMode = Literal["truncnormal002", "torch", "truncnormal", "truncnormal002-identity", "torchs", "zeros"]
+"""Weight initialisation strategies a config may name."""

@@ -1,0 +1,1 @@
+"""Torch modules compatible with upstream Noether."""

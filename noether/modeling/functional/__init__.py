@@ -1,0 +1,1 @@
+"""Stateless tensor functions used by the modules."""

@@ -1,0 +1,30 @@
+"""Attention modules and their configs (the configs live next to the classes they configure)."""
+
+from noether.modeling.modules.attention.anchor_attention import (
+    CrossAnchorAttention,
+    CrossAnchorAttentionConfig,
+    JointAnchorAttention,
+    JointAnchorAttentionConfig,
+    MixedAttention,
+    MixedAttentionConfig,
+    MultiBranchAnchorAttention,
+    MultiBranchAnchorAttentionConfig,
+    SelfAnchorAttention,
+    SelfAnchorAttentionConfig,
+)
+from noether.modeling.modules.attention.dot_product import DotProductAttention, DotProductAttentionConfig
+
+__all__ = [
+    "CrossAnchorAttention",
+    "CrossAnchorAttentionConfig",
+    "DotProductAttention",
+    "DotProductAttentionConfig",
+    "JointAnchorAttention",
+    "JointAnchorAttentionConfig",
+    "MixedAttention",
+    "MixedAttentionConfig",
+    "MultiBranchAnchorAttention",
+    "MultiBranchAnchorAttentionConfig",
+    "SelfAnchorAttention",
+    "SelfAnchorAttentionConfig",
+]
