@@ -72,7 +72,8 @@ class MixedAttention(DotProductAttention):
             AttentionPattern(query_tokens=["surface_anchors", "surface_queries"], key_value_tokens=["surface_anchors"]),
             AttentionPattern(query_tokens=["volume_anchors", "volume_queries"], key_value_tokens=["volume_anchors"]),
         ]
-        out, cache = MixedAttention(MixedAttentionConfig(hidden_dim=192, num_heads=3))(x, token_specs, attention_patterns)
+        module = MixedAttention(MixedAttentionConfig(hidden_dim=192, num_heads=3))
+        out, cache = module(x, token_specs, attention_patterns)
     """
 
     def __init__(self, config: MixedAttentionConfig) -> None:
