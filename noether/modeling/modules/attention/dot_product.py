@@ -66,6 +66,11 @@ class DotProductAttention(nn.Module):
         q = self._split_heads(self.q(x))
         return self.q_norm(q) if self.qk_norm else q
 
+    def _project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (normalised when configured) and values, split into heads."""
+        k = self._split_heads(self.k(x))
+        return (self.k_norm(k) if self.qk_norm else k), self._split_heads(self.v(x))
+
     def _normalize_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.qk_norm:
             return q, k

@@ -136,12 +136,10 @@ class MixedAttention(DotProductAttention):
         cached_names = [spec.name for spec in token_specs if spec.size is None]
         if cached_names:
             # Cached groups bring their own (already rotated) keys/values; only queries are computed.
-            q = self._project_q(x)
-            if freqs is not None:
-                q = rope(q, freqs=freqs)
             assert kv_cache is not None
             k = {name: kv_cache[name]["k"] for name in cached_names}
             v = {name: kv_cache[name]["v"] for name in cached_names}
+            q = self.project_queries(x, freqs=freqs)
             return GroupTensors(q=_split_by_specs(q, input_specs, dim=2), k=k, v=v)
         q, k, v = self._project_qkv(x)
         if freqs is not None:
@@ -151,6 +149,21 @@ class MixedAttention(DotProductAttention):
             k=_split_by_specs(k, input_specs, dim=2),
             v=_split_by_specs(v, input_specs, dim=2),
         )
+
+    def project_queries(self, x: torch.Tensor, freqs: torch.Tensor | None = None) -> torch.Tensor:
+        """Queries of any slice of input tokens as the forward pass computes them: (batch, heads, tokens, head_dim).
+
+        Lets tools recompute attention weights chunk by chunk without holding all queries at once.
+        """
+        q = self._project_q(x)
+        return q if freqs is None else rope(q, freqs=freqs)
+
+    def project_keys_values(
+        self, x: torch.Tensor, freqs: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (after QK norm and RoPE) and values of any slice of input tokens, as the forward pass computes them."""
+        k, v = self._project_kv(x)
+        return (k if freqs is None else rope(k, freqs=freqs)), v
 
     def attend_groups(
         self,

@@ -1,0 +1,226 @@
+"""What a scenario costs: attended pairs, FLOPs, memory, and measured times of equivalent attention backends."""
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from noether.explorer.layout import TokenLayout
+from noether.explorer.masks import dense_mask, group_mask, group_mask_mod
+from noether.modeling.modules.attention.anchor_attention import GroupTensors, MixedAttention
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class CostSummary:
+    """Analytic cost of one forward pass, from the group structure alone."""
+
+    n_queries: int
+    n_keys: int
+    attended_pairs: int
+    """(query, key) pairs the patterns attend, padded keys excluded (per batch element and head)."""
+    sparsity: float
+    """Share of the full query x key matrix that is not attended."""
+    attention_flops: float
+    """QK^T and weights @ V over the attended pairs, all heads and batch elements."""
+    projection_flops: float
+    """Q/K/V and output projections."""
+    dense_mask_bytes: int
+    """A boolean (queries x keys) mask, as one dense masked SDPA call needs."""
+    dense_float_mask_bytes: int
+    """The additive float mask SDPA builds from it on CPU."""
+    per_pattern_bytes: int
+    """Extra activations of the per-pattern path (concatenated Q/K/V per pattern); no mask at all."""
+
+
+def cost_summary(layout: TokenLayout, hidden_dim: int, batch: int, element_bytes: int) -> CostSummary:
+    mask = group_mask(layout)
+    n_q, n_k = layout.n_queries, layout.n_keys
+    pattern_tokens = sum(
+        sum(layout.by_name[name].size for name in p.query_tokens)
+        + 2 * sum(layout.by_name[name].size for name in p.key_value_tokens)
+        for p in layout.patterns
+    )
+    projected = n_q if layout.has_cache else 3 * n_q
+    return CostSummary(
+        n_queries=n_q,
+        n_keys=n_k,
+        attended_pairs=mask.total_pairs,
+        sparsity=1.0 - mask.density,
+        attention_flops=4.0 * batch * mask.total_pairs * hidden_dim,
+        projection_flops=2.0 * batch * hidden_dim * hidden_dim * (projected + n_q),
+        dense_mask_bytes=n_q * n_k,
+        dense_float_mask_bytes=4 * n_q * n_k,
+        per_pattern_bytes=batch * hidden_dim * element_bytes * pattern_tokens,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Backends: the same attention computed three ways, timed on the run's device and checked against each other.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackendTiming:
+    """One backend's measured time and agreement with the per-pattern MixedAttention path."""
+
+    name: str
+    available: bool
+    seconds: float | None = None
+    """Median over the timed repeats (attention only: projections are shared and excluded)."""
+    max_abs_diff: float | None = None
+    """Largest absolute difference of the attention output from MixedAttention's."""
+    note: str = ""
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _median_time(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int) -> tuple[float, torch.Tensor]:
+    out = fn()  # warm-up, also the result that is compared
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def _stack_axes(layout: TokenLayout, groups: GroupTensors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries of the input groups and keys/values of the whole key axis, in axis order.
+
+    On a cached pass input groups have no keys; zeros stand in for them (the mask never selects them).
+    """
+    q = torch.cat([groups.q[g.name] for g in layout.query_groups], dim=2)
+    reference = next(iter(groups.k.values()))
+    shape = (*reference.shape[:2], 0, reference.shape[-1])
+
+    def column(store: dict[str, torch.Tensor], name: str, size: int) -> torch.Tensor:
+        return store[name] if name in store else reference.new_zeros(shape[0], shape[1], size, shape[3])
+
+    k = torch.cat([column(groups.k, g.name, g.size) for g in layout.groups], dim=2)
+    v = torch.cat([column(groups.v, g.name, g.size) for g in layout.groups], dim=2)
+    return q, k, v
+
+
+def _mixed_output(
+    core: MixedAttention, layout: TokenLayout, groups: GroupTensors, key_masks: dict[str, torch.Tensor] | None
+) -> torch.Tensor:
+    outputs = core.attend_groups(groups, layout.patterns, key_masks)
+    return torch.cat([outputs[g.name] for g in layout.query_groups], dim=2)
+
+
+_COMPILED_FLEX: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+def _flex_attention() -> Callable[..., torch.Tensor]:
+    """FlexAttention compiled once per process (CPU and GPU kernels are generated by torch.compile)."""
+    if "flex" not in _COMPILED_FLEX:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _COMPILED_FLEX["flex"] = torch.compile(flex_attention, dynamic=False)
+    return _COMPILED_FLEX["flex"]
+
+
+def time_backends(
+    core: MixedAttention,
+    layout: TokenLayout,
+    groups: GroupTensors,
+    key_masks: dict[str, torch.Tensor] | None,
+    device: torch.device,
+    repeats: int = 3,
+    include: tuple[str, ...] = ("mixed", "dense", "flex"),
+    progress: Progress | None = None,
+    refuse: Callable[[str], str | None] = lambda name: None,
+) -> list[BackendTiming]:
+    """Time the attention of the scenario with each backend and compare outputs to the per-pattern path.
+
+    ``refuse(name)`` may return a reason (from the resource guard) to skip a backend.
+    """
+
+    def report(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(fraction, message)
+
+    results = []
+    report(0.0, "timing per-pattern MixedAttention")
+    seconds, reference = _median_time(lambda: _mixed_output(core, layout, groups, key_masks), device, repeats)
+    results.append(BackendTiming("per-pattern MixedAttention", True, seconds, 0.0, "one SDPA call per pattern shape"))
+    if "dense" in include:
+        reason = refuse("dense")
+        if reason:
+            results.append(BackendTiming("dense masked SDPA", False, note=reason))
+        else:
+            report(0.3, "timing one dense masked SDPA call")
+            q, k, v = _stack_axes(layout, groups)
+            mask = dense_mask(layout, device)
+            seconds, out = _median_time(
+                lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), device, repeats
+            )
+            results.append(
+                BackendTiming(
+                    "dense masked SDPA",
+                    True,
+                    seconds,
+                    float((out - reference).abs().max()),
+                    f"bool mask of {mask.numel():,} cells",
+                )
+            )
+            del mask, q, k, v, out
+    if "flex" in include:
+        reason = refuse("flex")
+        if reason:
+            results.append(BackendTiming("FlexAttention", False, note=reason))
+        else:
+            results.append(_time_flex(layout, groups, reference, device, repeats, report))
+    report(1.0, "backends timed")
+    return results
+
+
+def _time_flex(
+    layout: TokenLayout,
+    groups: GroupTensors,
+    reference: torch.Tensor,
+    device: torch.device,
+    repeats: int,
+    report: Progress,
+) -> BackendTiming:
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask
+    except ImportError:
+        return BackendTiming("FlexAttention", False, note=f"not in torch {torch.__version__}")
+    try:
+        q, k, v = _stack_axes(layout, groups)
+        report(0.5, "building the FlexAttention block mask")
+        start = time.perf_counter()
+        block_mask = create_block_mask(
+            group_mask_mod(layout, device), None, None, q.shape[2], k.shape[2], device=device
+        )
+        mask_seconds = time.perf_counter() - start
+        report(0.6, "compiling FlexAttention kernels (first run only; can take ~20 s on a CPU)")
+        flex = _flex_attention()
+        start = time.perf_counter()
+        out = flex(q, k, v, block_mask=block_mask)
+        _sync(device)
+        compile_seconds = time.perf_counter() - start
+        report(0.8, "timing FlexAttention")
+        seconds, out = _median_time(lambda: flex(q, k, v, block_mask=block_mask), device, repeats)
+    except Exception as exc:  # compile toolchains and device support vary; the report says why it is absent
+        return BackendTiming("FlexAttention", False, note=f"unavailable here: {type(exc).__name__}: {exc}"[:300])
+    return BackendTiming(
+        "FlexAttention",
+        True,
+        seconds,
+        float((out.float() - reference.float()).abs().max()),
+        f"block mask built in {mask_seconds:.1f} s; first call (compile) {compile_seconds:.1f} s",
+    )

@@ -1,0 +1,103 @@
+"""Resource guard: estimate memory and time before computing, refuse above a budget with the estimate."""
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from noether.explorer.problems import ExplorerError, Problem
+
+BYTES_PER_ELEMENT = {torch.float32: 4, torch.float64: 8, torch.bfloat16: 2, torch.float16: 2}
+DEFAULT_MEMORY_FRACTION = 0.5
+"""Share of the free memory a computation may plan to use by default."""
+DEFAULT_TIME_BUDGET_S = 900.0
+ASSUMED_FLOPS = {"cpu": 5e10, "cuda": 2e13, "mps": 2e12}
+"""Conservative sustained FLOP/s used for time estimates (attention rarely runs at matmul peak)."""
+ASSUMED_ELEMENTS_PER_S = {"cpu": 2e8, "cuda": 5e10, "mps": 5e9}
+"""Score elements per second through softmax and pooling (memory-bound work)."""
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1024 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_seconds(s: float) -> str:
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Planned cost of one computation."""
+
+    what: str
+    bytes: int
+    seconds: float
+
+    def __str__(self) -> str:
+        return f"{self.what}: about {format_bytes(self.bytes)} of memory and {format_seconds(self.seconds)}"
+
+
+def _available_host_memory() -> int:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
+def available_memory(device: torch.device) -> int:
+    """Free memory of the device (host memory for cpu and mps)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    return _available_host_memory()
+
+
+def memory_budget(device: torch.device, override_mb: float | None = None) -> int:
+    """Bytes a computation may plan to use: ``override_mb`` if given, else a fraction of the free memory."""
+    if override_mb is not None:
+        return int(override_mb * 2**20)
+    return int(available_memory(device) * DEFAULT_MEMORY_FRACTION)
+
+
+def estimate_seconds(device: torch.device, flops: float, elements: float = 0.0) -> float:
+    kind = device.type if device.type in ASSUMED_FLOPS else "cpu"
+    return flops / ASSUMED_FLOPS[kind] + elements / ASSUMED_ELEMENTS_PER_S[kind]
+
+
+def check(estimate: Estimate, budget_bytes: int, time_budget_s: float = DEFAULT_TIME_BUDGET_S) -> None:
+    """Raise ExplorerError (with the estimate) when ``estimate`` exceeds the memory or time budget."""
+    if estimate.bytes > budget_bytes:
+        raise ExplorerError(
+            Problem(
+                "resource guard",
+                f"refused {estimate.what}: it needs about {format_bytes(estimate.bytes)} but the memory budget is "
+                f"{format_bytes(budget_bytes)}.",
+                "Reduce token counts or batch size, pick a coarser view, or raise the budget (--memory-budget MB).",
+            )
+        )
+    if estimate.seconds > time_budget_s:
+        raise ExplorerError(
+            Problem(
+                "resource guard",
+                f"refused {estimate.what}: it would take about {format_seconds(estimate.seconds)} "
+                f"(limit {format_seconds(time_budget_s)}).",
+                "Reduce token counts or batch size, or use a faster device.",
+            )
+        )

@@ -1,0 +1,88 @@
+"""Deterministic inputs for a scenario: token features, positions and RoPE frequencies."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from noether.core.schemas.modules.layers import ContinuousSincosEmbeddingConfig, RopeFrequencyConfig
+from noether.explorer.layout import TokenLayout
+from noether.explorer.pointcloud import domain_points, load_sample
+from noether.explorer.scenario import Scenario
+from noether.modeling.modules.layers import ContinuousSincosEmbed, RopeFrequency
+
+POSITION_SCALE = 40.0
+"""Metres -> embedding units; makes the sin-cos waves resolve features of a few centimetres to a car length."""
+
+
+@dataclass
+class Inputs:
+    """Inputs of all groups on the key axis (cached groups included: that is the anchor pass's input)."""
+
+    x: torch.Tensor
+    """(batch, keys, hidden_dim) token features."""
+    positions: torch.Tensor
+    """(batch, keys, 3) positions in metres (sample point cloud, or uniform in a box for random inputs)."""
+    freqs: torch.Tensor | None
+    """(batch, keys, head_dim // 2) complex RoPE rotations, when the scenario uses RoPE."""
+
+
+def _group_seed(seed: int, batch: int, group: int) -> int:
+    return int(np.random.SeedSequence([seed, batch, group]).generate_state(1)[0])
+
+
+def token_positions(scenario: Scenario, layout: TokenLayout) -> torch.Tensor:
+    """Positions of every key-axis token, (batch, keys, 3) float32, deterministic in the seed."""
+    batch = scenario.run.batch_size
+    if scenario.run.inputs == "point_cloud":
+        sample = load_sample()
+        per_batch = []
+        for b in range(batch):
+            parts = [
+                domain_points(group.name.split("_")[0], group.size, _group_seed(scenario.run.seed, b, i), sample)
+                for i, group in enumerate(layout.groups)
+            ]
+            per_batch.append(np.concatenate(parts) if parts else np.zeros((0, 3), np.float32))
+        return torch.from_numpy(np.stack(per_batch)).float()
+    generator = torch.Generator().manual_seed(scenario.run.seed + 1)
+    box = torch.tensor([4.5, 1.8, 1.4])
+    return torch.rand(batch, layout.n_keys, 3, generator=generator) * box
+
+
+def build_inputs(scenario: Scenario, layout: TokenLayout, device: torch.device, dtype: torch.dtype) -> Inputs:
+    """Features (seeded Gaussian, or sin-cos of positions), positions and RoPE frequencies for every key token."""
+    attention = scenario.attention
+    positions = token_positions(scenario, layout)
+    if scenario.run.inputs == "point_cloud":
+        embed = ContinuousSincosEmbed(ContinuousSincosEmbeddingConfig(hidden_dim=attention.hidden_dim, input_dim=3))
+        x = embed(positions * POSITION_SCALE)
+    else:
+        generator = torch.Generator().manual_seed(scenario.run.seed)
+        x = torch.randn(scenario.run.batch_size, layout.n_keys, attention.hidden_dim, generator=generator)
+    freqs = None
+    if attention.use_rope:
+        assert attention.head_dim is not None
+        rope = RopeFrequency(RopeFrequencyConfig(hidden_dim=attention.head_dim, input_dim=3, implementation="complex"))
+        freqs = rope(positions * POSITION_SCALE).to(device)
+    return Inputs(x=x.to(device=device, dtype=dtype), positions=positions, freqs=freqs)
+
+
+def query_rows(layout: TokenLayout, tensor: torch.Tensor) -> torch.Tensor:
+    """The input-group tokens of a key-axis tensor (dim 1): the query pass's input when groups are cached."""
+    if not layout.has_cache:
+        return tensor
+    return torch.cat([tensor[:, g.key_offset : g.key_offset + g.size] for g in layout.query_groups], dim=1)
+
+
+def key_slice(layout: TokenLayout, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """One group's tokens of a key-axis tensor (dim 1)."""
+    group = layout.by_name[name]
+    return tensor[:, group.key_offset : group.key_offset + group.size]
+
+
+def key_padding_mask(layout: TokenLayout, batch: int, device: torch.device) -> torch.Tensor | None:
+    """The module's key_padding_mask (batch, input tokens), True = real token; None without padding."""
+    if not layout.has_padding:
+        return None
+    real = torch.cat([torch.arange(g.size) < g.real_keys for g in layout.query_groups])
+    return real.expand(batch, -1).to(device)

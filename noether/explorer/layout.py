@@ -1,0 +1,162 @@
+"""Where each group's tokens sit on the query and key axes, and how those axes pool onto a pixel grid."""
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from noether.core.schemas.modules.attention import AttentionPattern
+from noether.explorer.scenario import Scenario
+from noether.modeling.modules.attention.anchor_attention import query_patterns
+
+
+@dataclass(frozen=True)
+class Group:
+    """One token group placed on the axes."""
+
+    name: str
+    size: int
+    """Tokens on the key axis (the simulated cache size for a cached group)."""
+    cached: bool
+    padding: int
+    """Trailing tokens masked out as keys (key_padding_mask False)."""
+    query_offset: int | None
+    """First row on the query axis; None for cached groups, which have no queries."""
+    key_offset: int
+
+    @property
+    def real_keys(self) -> int:
+        return self.size - self.padding
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """The token axes of a scenario: queries are the input groups, keys are all groups (cached ones included)."""
+
+    groups: tuple[Group, ...]
+    patterns: tuple[AttentionPattern, ...]
+    """Patterns as the computing pass applies them (cached groups removed from the query lists)."""
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario) -> "TokenLayout":
+        groups = []
+        query_offset = key_offset = 0
+        for spec in scenario.token_specs:
+            cached = spec.size is None
+            size = scenario.key_size(spec)
+            groups.append(
+                Group(
+                    name=spec.name,
+                    size=size,
+                    cached=cached,
+                    padding=scenario.run.padding.get(spec.name, 0),
+                    query_offset=None if cached else query_offset,
+                    key_offset=key_offset,
+                )
+            )
+            key_offset += size
+            query_offset += 0 if cached else size
+        patterns = query_patterns(scenario.patterns(), set(scenario.cached_names()))
+        return cls(groups=tuple(groups), patterns=tuple(patterns))
+
+    @cached_property
+    def by_name(self) -> dict[str, Group]:
+        return {group.name: group for group in self.groups}
+
+    @property
+    def query_groups(self) -> list[Group]:
+        return [group for group in self.groups if not group.cached]
+
+    @property
+    def n_queries(self) -> int:
+        return sum(group.size for group in self.query_groups)
+
+    @property
+    def n_keys(self) -> int:
+        return sum(group.size for group in self.groups)
+
+    @property
+    def has_cache(self) -> bool:
+        return any(group.cached for group in self.groups)
+
+    @property
+    def has_padding(self) -> bool:
+        return any(group.padding for group in self.groups)
+
+    def pattern_of(self, query_group: str) -> AttentionPattern:
+        """The pattern in which ``query_group`` is a query."""
+        for pattern in self.patterns:
+            if query_group in pattern.query_tokens:
+                return pattern
+        raise KeyError(f"group '{query_group}' is not a query in any pattern")
+
+    @cached_property
+    def allowed(self) -> np.ndarray:
+        """Bool (query groups x all groups): True where the row group attends to the column group."""
+        column = {group.name: j for j, group in enumerate(self.groups)}
+        rows = {group.name: i for i, group in enumerate(self.query_groups)}
+        allowed = np.zeros((len(rows), len(column)), dtype=bool)
+        for pattern in self.patterns:
+            for query in pattern.query_tokens:
+                for key in pattern.key_value_tokens:
+                    allowed[rows[query], column[key]] = True
+        return allowed
+
+    def query_group_at(self, row: int) -> tuple[Group, int]:
+        """The query group holding query-axis ``row`` and the row's index inside it."""
+        for group in self.query_groups:
+            assert group.query_offset is not None
+            if group.query_offset <= row < group.query_offset + group.size:
+                return group, row - group.query_offset
+        raise IndexError(f"query row {row} is outside 0..{self.n_queries - 1}")
+
+    def key_group_at(self, column: int) -> tuple[Group, int]:
+        """The group holding key-axis ``column`` and the column's index inside it."""
+        for group in self.groups:
+            if group.key_offset <= column < group.key_offset + group.size:
+                return group, column - group.key_offset
+        raise IndexError(f"key column {column} is outside 0..{self.n_keys - 1}")
+
+
+@dataclass(frozen=True)
+class PoolGrid:
+    """An axis of ``n`` tokens pooled into bins of ``factor`` consecutive tokens (the last bin may be shorter)."""
+
+    n: int
+    factor: int
+
+    @classmethod
+    def fit(cls, n: int, budget: int) -> "PoolGrid":
+        """The smallest integer pooling factor that gives at most ``budget`` bins (factor 1 = exact)."""
+        if budget < 1:
+            raise ValueError(f"pixel budget must be >= 1, got {budget}")
+        return cls(n=n, factor=max(1, math.ceil(n / budget)))
+
+    @property
+    def bins(self) -> int:
+        return math.ceil(self.n / self.factor) if self.n else 0
+
+    @property
+    def exact(self) -> bool:
+        return self.factor == 1
+
+    def bin_sizes(self) -> np.ndarray:
+        sizes = np.full(self.bins, self.factor, dtype=np.int64)
+        if self.bins:
+            sizes[-1] = self.n - self.factor * (self.bins - 1)
+        return sizes
+
+    def overlap(self, start: int, stop: int) -> np.ndarray:
+        """Tokens of the interval [start, stop) falling in each bin."""
+        edges = np.arange(self.bins + 1, dtype=np.int64) * self.factor
+        lo = np.maximum(edges[:-1], start)
+        hi = np.minimum(np.minimum(edges[1:], self.n), stop)
+        return np.clip(hi - lo, 0, None)
+
+    def bin_of(self, token: int) -> int:
+        return token // self.factor
+
+    def edge(self, token: int) -> float:
+        """Position of a token boundary in bin units, for drawing group boundaries on pooled images."""
+        return token / self.factor

@@ -1,0 +1,96 @@
+"""Attention masks from the group structure: group blocks, pooled token images, and (small) dense masks.
+
+Everything but :func:`dense_mask` works on group intervals, never on an N x M tensor.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from noether.explorer.layout import PoolGrid, TokenLayout
+
+
+@dataclass(frozen=True)
+class GroupMask:
+    """The "who attends to whom" matrix between groups."""
+
+    query_names: list[str]
+    key_names: list[str]
+    query_sizes: np.ndarray
+    key_sizes: np.ndarray
+    allowed: np.ndarray
+    """Bool (query groups x key groups)."""
+    pairs: np.ndarray
+    """Attended (query, key) token pairs per block; padded keys excluded."""
+
+    @property
+    def total_pairs(self) -> int:
+        return int(self.pairs.sum())
+
+    @property
+    def density(self) -> float:
+        """Attended fraction of the full query x key matrix."""
+        cells = int(self.query_sizes.sum()) * int(self.key_sizes.sum())
+        return self.total_pairs / cells if cells else 0.0
+
+
+def group_mask(layout: TokenLayout) -> GroupMask:
+    queries = layout.query_groups
+    query_sizes = np.array([g.size for g in queries], dtype=np.int64)
+    real_keys = np.array([g.real_keys for g in layout.groups], dtype=np.int64)
+    return GroupMask(
+        query_names=[g.name for g in queries],
+        key_names=[g.name for g in layout.groups],
+        query_sizes=query_sizes,
+        key_sizes=np.array([g.size for g in layout.groups], dtype=np.int64),
+        allowed=layout.allowed,
+        pairs=layout.allowed * np.outer(query_sizes, real_keys),
+    )
+
+
+def _query_overlaps(layout: TokenLayout, rows: PoolGrid) -> np.ndarray:
+    """(row bins x query groups) tokens of each group in each bin."""
+    columns = [rows.overlap(g.query_offset or 0, (g.query_offset or 0) + g.size) for g in layout.query_groups]
+    return np.stack(columns, axis=1).astype(np.float64) if columns else np.zeros((rows.bins, 0))
+
+
+def _key_overlaps(layout: TokenLayout, cols: PoolGrid) -> np.ndarray:
+    """(column bins x groups) real (unpadded) key tokens of each group in each bin."""
+    columns = [cols.overlap(g.key_offset, g.key_offset + g.real_keys) for g in layout.groups]
+    return np.stack(columns, axis=1).astype(np.float64)
+
+
+def pooled_mask(layout: TokenLayout, rows: PoolGrid, cols: PoolGrid) -> np.ndarray:
+    """Fraction of attended cells in each (row bin, column bin); exact 0/1 when both grids are exact."""
+    counts = _query_overlaps(layout, rows) @ layout.allowed.astype(np.float64) @ _key_overlaps(layout, cols).T
+    return counts / np.outer(rows.bin_sizes(), cols.bin_sizes())
+
+
+def token_group_ids(layout: TokenLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token lookups: query row -> query-group index, key column -> group index, key column -> not padded."""
+    query_ids = torch.cat([torch.full((g.size,), i, dtype=torch.int32) for i, g in enumerate(layout.query_groups)])
+    key_ids = torch.cat([torch.full((g.size,), j, dtype=torch.int32) for j, g in enumerate(layout.groups)])
+    key_real = torch.cat([torch.arange(g.size) < g.real_keys for g in layout.groups])
+    return query_ids, key_ids, key_real
+
+
+def group_mask_mod(layout: TokenLayout, device: torch.device | str = "cpu") -> Callable[..., torch.Tensor]:
+    """A FlexAttention ``mask_mod``: query q may attend key k iff their groups are allowed and k is not padding."""
+    query_ids, key_ids, key_real = (t.to(device) for t in token_group_ids(layout))
+    allowed = torch.as_tensor(layout.allowed, device=device)
+
+    def attends_allowed_group(
+        b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
+        return allowed[query_ids[q_idx], key_ids[kv_idx]] & key_real[kv_idx]
+
+    return attends_allowed_group
+
+
+def dense_mask(layout: TokenLayout, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The full bool (queries x keys) mask. N x M memory: only for small layouts and the dense-SDPA backend."""
+    query_ids, key_ids, key_real = (t.to(device) for t in token_group_ids(layout))
+    allowed = torch.as_tensor(layout.allowed, device=device)
+    return allowed[query_ids[:, None], key_ids[None, :]] & key_real[None, :]

@@ -1,0 +1,387 @@
+"""One scenario prepared on a device: module, inputs and layout, with every result computed on demand and kept.
+
+Views that only change what is shown (head, pooling, batch element) read the kept results; nothing recomputes.
+"""
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from noether.core.schemas.modules.attention import TokenSpec
+from noether.explorer import guard
+from noether.explorer.checkpoint import load_into, select_attention_weights
+from noether.explorer.cost import BackendTiming, CostSummary, cost_summary, time_backends
+from noether.explorer.devices import DeviceChoice, resolve_device, resolve_dtype
+from noether.explorer.inputs import Inputs, build_inputs, key_padding_mask, key_slice, query_rows
+from noether.explorer.layout import PoolGrid, TokenLayout
+from noether.explorer.problems import ExplorerError, Problem
+from noether.explorer.scenario import ANCHOR_CONFIGS, Scenario, validate_scenario
+from noether.explorer.weights import WeightOptions, WeightResult, attention_weight_maps, exact_row, group_keys
+from noether.modeling.modules.attention import (
+    CrossAnchorAttention,
+    JointAnchorAttention,
+    MixedAttention,
+    MixedAttentionConfig,
+    SelfAnchorAttention,
+)
+
+Progress = Callable[[float, str], None]
+DEFAULT_PIXELS = 1024
+SPATIAL_SCORE = 8.0
+"""Score of a token with itself under "spatial" weights: sharp enough that proximity shows, soft enough to blend."""
+_ANCHOR_MODULES = {
+    "self_anchor": SelfAnchorAttention,
+    "cross_anchor": CrossAnchorAttention,
+    "joint_anchor": JointAnchorAttention,
+}
+
+
+@dataclass(frozen=True)
+class ForwardResult:
+    output: torch.Tensor
+    """(batch, input tokens, hidden_dim) module output, on cpu."""
+    new_kv_cache_groups: list[str]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class KVCacheCheck:
+    """The two-pass run (anchor pass fills the cache, query pass reads it) against one pass over all tokens."""
+
+    cached_groups: list[str]
+    query_groups: list[str]
+    max_abs_diff: float
+    anchor_pass_seconds: float
+    query_pass_seconds: float
+    single_pass_seconds: float
+    notes: list[str]
+
+    @property
+    def equal(self) -> bool:
+        return self.max_abs_diff <= 1e-4
+
+
+def _build_module(scenario: Scenario) -> nn.Module:
+    attention = scenario.attention
+    config = attention.model_dump(exclude={"kind"})
+    if attention.kind == "mixed":
+        return MixedAttention(MixedAttentionConfig(**config))
+    return _ANCHOR_MODULES[attention.kind](ANCHOR_CONFIGS[attention.kind](**config))
+
+
+def core_of(module: nn.Module) -> MixedAttention:
+    """The MixedAttention inside a module (anchor modules keep theirs as ``mixed_attention``)."""
+    return module if isinstance(module, MixedAttention) else module.mixed_attention  # type: ignore[return-value]
+
+
+class ExplorerRun:
+    """A validated scenario with its module and inputs on the chosen device; results are memoised."""
+
+    def __init__(
+        self,
+        scenario: Scenario | Mapping[str, Any],
+        *,
+        weights: Mapping[str, torch.Tensor] | None = None,
+        weights_prefix: str | None = None,
+        memory_budget_mb: float | None = None,
+        time_budget_s: float = guard.DEFAULT_TIME_BUDGET_S,
+        progress: Progress | None = None,
+    ) -> None:
+        """
+        Args:
+            scenario: A Scenario, or a mapping validated into one (ExplorerError listing every problem otherwise).
+            weights: Optional trained state_dict (a whole model's is fine; see ``weights_prefix``).
+            weights_prefix: Which attention layer of ``weights`` to use when it holds several.
+            memory_budget_mb: Memory a computation may plan to use; default half of the free memory.
+            time_budget_s: Longest estimated time of a computation before it is refused.
+            progress: Called with (fraction, message) during long work.
+        """
+        if not isinstance(scenario, Scenario):
+            report = validate_scenario(scenario)
+            if not report.ok:
+                raise ExplorerError(report.problems)
+            assert report.scenario is not None
+            scenario = report.scenario
+        self.scenario = scenario
+        self.layout = TokenLayout.from_scenario(scenario)
+        self.choice: DeviceChoice = resolve_device(scenario.run.device)
+        self.device = self.choice.device
+        self.dtype, dtype_note = resolve_dtype(scenario.run.dtype, self.device)
+        self.notes = [note for note in (self.choice.note, dtype_note) if note]
+        self.memory_budget = guard.memory_budget(self.device, memory_budget_mb)
+        self.time_budget_s = time_budget_s
+        self.progress = progress
+        self._cache: dict[Any, Any] = {}
+        self.check(self.setup_estimate())
+        self._say(0.0, f"building the module on {self.device}")
+        self.module = self._seeded_module()
+        self.core = core_of(self.module)
+        if weights is not None:
+            layer, prefix = select_attention_weights(weights, weights_prefix)
+            load_into(self.core, layer)
+            self.notes.append(f"trained weights loaded{f' from {prefix!r}' if prefix else ''}.")
+        self._say(0.1, "building inputs")
+        self.inputs: Inputs = build_inputs(scenario, self.layout, self.device, self.dtype)
+        if scenario.run.weights == "spatial" and weights is None:
+            self._make_spatial()
+
+    # ---------------------------------------------------------------- helpers
+
+    def _say(self, fraction: float, message: str) -> None:
+        if self.progress is not None:
+            self.progress(fraction, message)
+
+    def check(self, estimate: guard.Estimate) -> None:
+        guard.check(estimate, self.memory_budget, self.time_budget_s)
+
+    def _seeded_module(self) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.scenario.run.seed)
+            module = _build_module(self.scenario)
+        return module.to(device=self.device, dtype=self.dtype).eval()
+
+    def _make_spatial(self) -> None:
+        """Identity Q/K projections: scores become similarities of the input features (proximity for sin-cos)."""
+        core = self.core
+        head_dim = core.head_dim
+        per_head = self.inputs.x.float().unflatten(-1, (core.num_heads, head_dim)).pow(2).sum(-1).mean()
+        scale = math.sqrt(SPATIAL_SCORE * math.sqrt(head_dim) / max(float(per_head), 1e-6))
+        with torch.no_grad():
+            for linear in (core.q, core.k):
+                linear.weight.copy_(torch.eye(linear.weight.shape[0]) * scale)
+                if linear.bias is not None:
+                    linear.bias.zero_()
+        self.notes.append(
+            "spatial weights: Q and K projections are scaled identities, so attention follows "
+            "feature similarity (proximity for point-cloud inputs)."
+        )
+
+    @property
+    def anchor_specs(self) -> list[TokenSpec]:
+        """Token specs of the anchor pass: cached groups get their simulated sizes."""
+        return [TokenSpec(name=g.name, size=g.size) for g in self.layout.groups]
+
+    def _call(
+        self,
+        x: torch.Tensor,
+        specs: list[TokenSpec],
+        freqs: torch.Tensor | None,
+        kv_cache: dict | None = None,
+        padding: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        if isinstance(self.module, MixedAttention):
+            return self.module(
+                x, specs, self.scenario.patterns(), key_padding_mask=padding, freqs=freqs, kv_cache=kv_cache
+            )
+        return self.module(x, specs, key_padding_mask=padding, freqs=freqs, kv_cache=kv_cache)
+
+    @property
+    def x_queries(self) -> torch.Tensor:
+        return query_rows(self.layout, self.inputs.x)
+
+    @property
+    def freqs_queries(self) -> torch.Tensor | None:
+        return None if self.inputs.freqs is None else query_rows(self.layout, self.inputs.freqs)
+
+    # ---------------------------------------------------------------- estimates
+
+    @property
+    def _element_bytes(self) -> int:
+        return guard.BYTES_PER_ELEMENT.get(self.dtype, 4)
+
+    def setup_estimate(self) -> guard.Estimate:
+        batch, hidden = self.scenario.run.batch_size, self.scenario.attention.hidden_dim
+        inputs = batch * self.layout.n_keys * (hidden * self._element_bytes + 3 * 4 + 8)
+        return guard.Estimate("building the inputs", inputs, guard.estimate_seconds(self.device, 0, inputs / 4))
+
+    def forward_estimate(self) -> guard.Estimate:
+        cost = self.cost()
+        batch, hidden = self.scenario.run.batch_size, self.scenario.attention.hidden_dim
+        activations = 8 * batch * self.layout.n_keys * hidden * self._element_bytes + cost.per_pattern_bytes
+        return guard.Estimate(
+            "the forward pass",
+            activations,
+            guard.estimate_seconds(self.device, cost.attention_flops + cost.projection_flops),
+        )
+
+    def weights_estimate(self, pixels: int, options: WeightOptions) -> guard.Estimate:
+        batch, heads = self.scenario.run.batch_size, self.scenario.attention.num_heads
+        rows, cols = self.grids(pixels)
+        maps = 4 * batch * heads * rows.bins * cols.bins * (1 + options.max_pooling) + 4 * batch * rows.bins * cols.bins
+        keys = 4 * batch * self.layout.n_keys * self.scenario.attention.hidden_dim
+        received = 4 * batch * heads * self.layout.n_keys
+        chunk = 3 * max(options.chunk_bytes, 4 * batch * heads * self.layout.n_keys)
+        cost = self.cost()
+        elements = batch * heads * cost.attended_pairs
+        return guard.Estimate(
+            "the attention-weight maps",
+            maps + keys + received + chunk + self.forward_estimate().bytes // 4,
+            guard.estimate_seconds(self.device, cost.attention_flops / 2, elements * (3 + 4 * options.row_stats)),
+        )
+
+    def dense_estimate(self) -> guard.Estimate:
+        cost = self.cost()
+        batch, heads = self.scenario.run.batch_size, self.scenario.attention.num_heads
+        scores = 0 if self.device.type == "cpu" else 4 * batch * heads * cost.n_queries * cost.n_keys
+        return guard.Estimate(
+            "one dense masked SDPA call",
+            cost.dense_mask_bytes + cost.dense_float_mask_bytes + scores + self.forward_estimate().bytes,
+            guard.estimate_seconds(
+                self.device, 4.0 * batch * cost.n_queries * cost.n_keys * self.scenario.attention.hidden_dim
+            ),
+        )
+
+    # ---------------------------------------------------------------- results
+
+    def grids(self, pixels: int = DEFAULT_PIXELS) -> tuple[PoolGrid, PoolGrid]:
+        return PoolGrid.fit(self.layout.n_queries, pixels), PoolGrid.fit(self.layout.n_keys, pixels)
+
+    def cost(self) -> CostSummary:
+        return cost_summary(
+            self.layout, self.scenario.attention.hidden_dim, self.scenario.run.batch_size, self._element_bytes
+        )
+
+    def kv_cache(self) -> dict[str, dict[str, torch.Tensor]] | None:
+        """The cache of the cached groups, filled by an anchor pass over all groups (None without cached groups)."""
+        if not self.layout.has_cache:
+            return None
+        if "kv_cache" not in self._cache:
+            self.check(self.forward_estimate())
+            self._say(0.2, "anchor pass: filling the KV cache")
+            start = time.perf_counter()
+            with torch.no_grad():
+                _, cache = self._call(self.inputs.x, self.anchor_specs, self.inputs.freqs)
+            cache = dict(cache or {})
+            notes = []
+            for group in self.layout.groups:
+                if group.cached and group.name not in cache:
+                    # MixedAttention caches only groups named "*_anchor*"; project the others the same way.
+                    freqs = None if self.inputs.freqs is None else key_slice(self.layout, group.name, self.inputs.freqs)
+                    with torch.no_grad():
+                        k, v = self.core.project_keys_values(key_slice(self.layout, group.name, self.inputs.x), freqs)
+                    cache[group.name] = {"k": k, "v": v}
+                    notes.append(
+                        f"'{group.name}' has no '_anchor' in its name, so MixedAttention's new_kv_cache "
+                        "omits it; its keys/values were projected with the same module."
+                    )
+            self._cache["kv_cache"] = (cache, time.perf_counter() - start, notes)
+        return self._cache["kv_cache"][0]
+
+    def forward(self) -> ForwardResult:
+        """The module's output on the scenario (the query pass when groups are cached)."""
+        if "forward" not in self._cache:
+            self.check(self.forward_estimate())
+            cache = self.kv_cache()
+            padding = key_padding_mask(self.layout, self.scenario.run.batch_size, self.device)
+            self._say(0.3, "forward pass")
+            start = time.perf_counter()
+            with torch.no_grad():
+                output, new_cache = self._call(
+                    self.x_queries, list(self.scenario.token_specs), self.freqs_queries, cache, padding
+                )
+            seconds = time.perf_counter() - start
+            self._cache["forward"] = ForwardResult(output.float().cpu(), sorted(new_cache or {}), seconds)
+        return self._cache["forward"]
+
+    def keys(self) -> dict[str, torch.Tensor]:
+        if "keys" not in self._cache:
+            with torch.no_grad():
+                self._cache["keys"] = group_keys(
+                    self.core, self.layout, self.inputs.x, self.inputs.freqs, self.kv_cache()
+                )
+        return self._cache["keys"]
+
+    def weights(self, pixels: int = DEFAULT_PIXELS, options: WeightOptions | None = None) -> WeightResult:
+        """Pooled attention weights and statistics (see :func:`attention_weight_maps`), memoised per arguments."""
+        options = options or WeightOptions(chunk_bytes=self._chunk_bytes())
+        key = ("weights", pixels, options)
+        if key not in self._cache:
+            self.check(self.weights_estimate(pixels, options))
+            rows, cols = self.grids(pixels)
+            self._cache[key] = attention_weight_maps(
+                self.core,
+                self.layout,
+                self.x_queries,
+                self.freqs_queries,
+                self.keys(),
+                rows,
+                cols,
+                options,
+                progress=self.progress,
+            )
+        return self._cache[key]
+
+    def _chunk_bytes(self) -> int:
+        # Cache-sized chunks are fastest on a CPU; a GPU wants large launches.
+        return WeightOptions().chunk_bytes if self.device.type == "cpu" else 256 * 2**20
+
+    def exact_row(self, row: int) -> torch.Tensor:
+        """Exact weights of query-axis token ``row`` over all keys: (batch, heads, keys)."""
+        if not 0 <= row < self.layout.n_queries:
+            raise ExplorerError(
+                Problem(
+                    "query token",
+                    f"{row} is outside 0..{self.layout.n_queries - 1}.",
+                    "Pick a token on the query axis.",
+                )
+            )
+        return exact_row(self.core, self.layout, self.x_queries, self.freqs_queries, self.keys(), row)
+
+    def kv_cache_check(self) -> KVCacheCheck | None:
+        """Run anchor pass + query pass and compare the query outputs with one pass over all tokens."""
+        if not self.layout.has_cache:
+            return None
+        if "kv_check" not in self._cache:
+            query_pass = self.forward()
+            _, anchor_seconds, notes = self._cache["kv_cache"]
+            self._say(0.8, "single pass over all tokens for comparison")
+            start = time.perf_counter()
+            with torch.no_grad():
+                full, _ = self._call(self.inputs.x, self.anchor_specs, self.inputs.freqs)
+            single_seconds = time.perf_counter() - start
+            expected = query_rows(self.layout, full.float().cpu())
+            self._cache["kv_check"] = KVCacheCheck(
+                cached_groups=[g.name for g in self.layout.groups if g.cached],
+                query_groups=[g.name for g in self.layout.query_groups],
+                max_abs_diff=float((query_pass.output - expected).abs().max()) if expected.numel() else 0.0,
+                anchor_pass_seconds=anchor_seconds,
+                query_pass_seconds=query_pass.seconds,
+                single_pass_seconds=single_seconds,
+                notes=notes,
+            )
+        return self._cache["kv_check"]
+
+    def backends(self, repeats: int = 3, include: tuple[str, ...] = ("mixed", "dense", "flex")) -> list[BackendTiming]:
+        """Measured attention time of per-pattern MixedAttention, dense masked SDPA and FlexAttention."""
+        key = ("backends", repeats, include)
+        if key not in self._cache:
+            self.check(self.forward_estimate())
+            cache = self.kv_cache()
+            padding = key_padding_mask(self.layout, self.scenario.run.batch_size, self.device)
+            with torch.no_grad():
+                groups = self.core.project_groups(
+                    self.x_queries, list(self.scenario.token_specs), self.freqs_queries, cache
+                )
+                key_masks = None
+                if padding is not None:
+                    key_masks = {
+                        g.name: padding[:, g.query_offset : g.query_offset + g.size] for g in self.layout.query_groups
+                    }
+
+                def refuse(name: str) -> str | None:
+                    if name == "dense":
+                        try:
+                            self.check(self.dense_estimate())
+                        except ExplorerError as exc:
+                            return str(exc.problems[0])
+                    return None
+
+                self._cache[key] = time_backends(
+                    self.core, self.layout, groups, key_masks, self.device, repeats, include, self.progress, refuse
+                )
+        return self._cache[key]

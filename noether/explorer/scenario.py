@@ -1,0 +1,569 @@
+"""The scenario: the document people design, validate and export (attention config, groups, patterns, run)."""
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from noether.core.schemas.modules.attention import AttentionConfig, AttentionPattern, TokenSpec
+from noether.explorer.problems import Problem, did_you_mean, errors
+from noether.modeling.functional.init import SUPPORTED_INIT_MODES
+from noether.modeling.modules.attention import (
+    CrossAnchorAttentionConfig,
+    JointAnchorAttentionConfig,
+    SelfAnchorAttentionConfig,
+)
+from noether.modeling.modules.attention.anchor_attention import (
+    check_branches,
+    cross_anchor_patterns,
+    joint_anchor_patterns,
+    self_anchor_patterns,
+)
+
+AttentionKind = Literal["mixed", "self_anchor", "cross_anchor", "joint_anchor"]
+InputMode = Literal["random", "point_cloud"]
+WeightsMode = Literal["init", "spatial"]
+DTypeName = Literal["float32", "float64", "bfloat16", "float16"]
+
+DEFAULT_CACHE_SIZE = 1024
+"""Tokens simulated for a cached group (size null) unless run.kv_cache_sizes names another count."""
+
+ANCHOR_CONFIGS = {
+    "self_anchor": SelfAnchorAttentionConfig,
+    "cross_anchor": CrossAnchorAttentionConfig,
+    "joint_anchor": JointAnchorAttentionConfig,
+}
+_ANCHOR_PATTERNS = {
+    "self_anchor": self_anchor_patterns,
+    "cross_anchor": cross_anchor_patterns,
+    "joint_anchor": joint_anchor_patterns,
+}
+
+
+class ScenarioAttention(AttentionConfig):
+    """The attention config of a scenario: every AttentionConfig field (extras allowed, as upstream) plus the kind."""
+
+    kind: AttentionKind = Field("mixed")
+    """Which module runs: "mixed" (explicit patterns) or a multi-branch anchor scheme that generates them."""
+
+
+class RunSettings(BaseModel):
+    """How the explorer runs a scenario: inputs, seed, device, cache and padding simulation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    """Seed of the module initialisation and of the inputs; the same seed gives the same picture."""
+
+    batch_size: int = Field(1, ge=1, le=64)
+    """Number of independent samples run through the module."""
+
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    """"auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N" or "mps"; an absent device falls back to cpu."""
+
+    dtype: DTypeName = Field("float32")
+    """Floating-point type of the module and inputs."""
+
+    inputs: InputMode = Field("random")
+    """"random": seeded Gaussian features; "point_cloud": sin-cos features of sample point-cloud positions."""
+
+    weights: WeightsMode = Field("init")
+    """"init": the module's own seeded initialisation; "spatial": identity Q/K projections (attention by proximity)."""
+
+    kv_cache_sizes: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    """Tokens to simulate for each cached group (size null); unlisted cached groups get DEFAULT_CACHE_SIZE."""
+
+    padding: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    """Trailing padding tokens per input group, turned into the module's key_padding_mask."""
+
+
+def _token_item(item: Any) -> Any:
+    """Accept both ``{name: size}`` (TokenSpec.from_dict) and ``{name: ..., size: ...}``."""
+    if isinstance(item, Mapping) and "name" in item and (len(item) > 1 or isinstance(item["name"], str)):
+        return dict(item)
+    if isinstance(item, Mapping) and len(item) == 1:
+        name, size = next(iter(item.items()))
+        return {"name": name, "size": size}
+    return item
+
+
+def _token_items(value: Any) -> Any:
+    return [_token_item(item) for item in value] if isinstance(value, list) else value
+
+
+class Scenario(BaseModel):
+    """A complete, portable description of an attention layer to explore."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    attention: ScenarioAttention
+    """Attention config (AttentionConfig fields, extras allowed) plus ``kind``."""
+
+    token_specs: Annotated[list[TokenSpec], BeforeValidator(_token_items)]
+    """Token groups in input order; items as ``{name: size}`` or ``{name: ..., size: ...}``; size null = cached."""
+
+    attention_patterns: list[AttentionPattern] = Field(default_factory=list)
+    """Which query groups attend to which key/value groups; generated from the branches for anchor kinds."""
+
+    run: RunSettings = Field(default_factory=RunSettings)
+    """How the explorer runs the scenario."""
+
+    def patterns(self) -> list[AttentionPattern]:
+        """The patterns the module applies: the given ones, or those the anchor scheme generates."""
+        if self.attention.kind == "mixed":
+            return list(self.attention_patterns)
+        branches, suffix = self.branches()
+        return _ANCHOR_PATTERNS[self.attention.kind](self.token_specs, branches, suffix)
+
+    def branches(self) -> tuple[list[str], str]:
+        """Branches and anchor suffix of an anchor kind (extras of the attention config)."""
+        extra = self.attention.model_extra or {}
+        return list(extra.get("branches") or []), str(extra.get("anchor_suffix", "_anchors"))
+
+    def cached_names(self) -> list[str]:
+        return [spec.name for spec in self.token_specs if spec.size is None]
+
+    def cache_size(self, name: str) -> int:
+        return self.run.kv_cache_sizes.get(name, DEFAULT_CACHE_SIZE)
+
+    def key_size(self, spec: TokenSpec) -> int:
+        """Tokens of a group on the key axis: its size, or the simulated cache size when cached."""
+        return self.cache_size(spec.name) if spec.size is None else spec.size
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Validation: every problem at once, each naming the field or group and what to do.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScenarioReport:
+    """Outcome of validating a document: the scenario when it has no errors, and every problem found."""
+
+    scenario: Scenario | None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.scenario is not None and not errors(self.problems)
+
+
+_TOP_LEVEL = ("attention", "token_specs", "attention_patterns", "run")
+_HINTS = {
+    "missing": "Add it.",
+    "int_parsing": "Use a whole number.",
+    "int_from_float": "Use a whole number.",
+    "int_type": "Use a whole number.",
+    "float_parsing": "Use a number.",
+    "float_type": "Use a number.",
+    "bool_parsing": "Use true or false.",
+    "bool_type": "Use true or false.",
+    "string_type": "Use a text value.",
+    "list_type": "Use a list, e.g. [a, b].",
+    "dict_type": "Use a mapping of name: value.",
+    "model_type": "Use a mapping of field: value.",
+    "greater_than_equal": "Use a larger value.",
+    "less_than_equal": "Use a smaller value.",
+    "sequence_str": "Write a list, e.g. [surface_anchors].",
+    "string_pattern_mismatch": "Use auto, cpu, cuda, cuda:N or mps.",
+}
+
+
+def _location(prefix: str, loc: Sequence[int | str]) -> str:
+    text = prefix
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _pydantic_problems(exc: ValidationError, prefix: str, known_fields: Sequence[str] = ()) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = [part for part in err["loc"] if part not in ("function-before[_token_items(), list[TokenSpec]]",)]
+        where = _location(prefix, loc)
+        message = err["msg"]
+        if err["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        elif err["type"] not in ("missing", "extra_forbidden") and "input" in err:
+            message = f"{message} (got {err['input']!r})"
+        hint = _HINTS.get(err["type"], "")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field."
+            hint = (did_you_mean(str(loc[-1]), known_fields) + " Remove or rename it.").strip()
+        problems.append(Problem(where, message, hint))
+    return problems
+
+
+def _parse(model: type[BaseModel], data: Any, prefix: str) -> tuple[Any, list[Problem]]:
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        return None, _pydantic_problems(exc, prefix, list(model.model_fields))
+
+
+def _check_attention(data: Any) -> tuple[ScenarioAttention | None, list[Problem]]:
+    attention, problems = _parse(ScenarioAttention, data, "attention")
+    if attention is None:
+        return None, problems
+    known = set(ScenarioAttention.model_fields) | {"branches", "anchor_suffix"}
+    for key in attention.model_extra or {}:
+        if key not in known:
+            problems.append(
+                Problem(
+                    f"attention.{key}",
+                    "is not a field of AttentionConfig; it is kept as an extra (as upstream does) but nothing uses it.",
+                    did_you_mean(key, known).strip(),
+                    "warning",
+                )
+            )
+    if attention.init_weights not in SUPPORTED_INIT_MODES:
+        problems.append(
+            Problem(
+                "attention.init_weights",
+                f"'{attention.init_weights}' is accepted by the schema but the attention modules do not implement it.",
+                f"Use one of {list(SUPPORTED_INIT_MODES)}.",
+            )
+        )
+    if attention.kind != "mixed":
+        config_cls = ANCHOR_CONFIGS[attention.kind]
+        anchor, anchor_problems = _parse(config_cls, attention.model_dump(), "attention")
+        problems += anchor_problems
+        if anchor is not None and attention.kind != "self_anchor" and len(anchor.branches) < 2:
+            problems.append(
+                Problem(
+                    "attention.branches",
+                    f"{attention.kind} needs at least two branches, got {anchor.branches}.",
+                    "Add a branch or use kind: self_anchor.",
+                )
+            )
+    return attention, problems
+
+
+def _check_token_specs(data: Any) -> tuple[list[TokenSpec] | None, list[Problem]]:
+    if not isinstance(data, list):
+        return None, [Problem("token_specs", f"must be a list of groups, got {type(data).__name__}.", _TOKEN_HINT)]
+    if not data:
+        return None, [Problem("token_specs", "is empty; a scenario needs at least one token group.", _TOKEN_HINT)]
+    specs: list[TokenSpec] = []
+    problems: list[Problem] = []
+    for index, item in enumerate(data):
+        where = f"token_specs[{index}]"
+        if isinstance(item, Mapping) and len(item) != 1 and "name" not in item:
+            problems.append(
+                Problem(
+                    where,
+                    f"has {len(item)} keys {list(item)}; a {{name: size}} item holds exactly one group.",
+                    "Split it into one item per group.",
+                )
+            )
+            continue
+        spec, item_problems = _parse(TokenSpec, _token_item(item), where)
+        problems += item_problems
+        if spec is not None:
+            specs.append(spec)
+    if problems:
+        return None, problems
+    counts = Counter(spec.name for spec in specs)
+    for index, spec in enumerate(specs):
+        where = f"token_specs[{index}].name"
+        if not spec.name.strip():
+            problems.append(Problem(where, "is empty.", "Give every group a name, e.g. surface_anchors."))
+        elif counts[spec.name] > 1:
+            problems.append(
+                Problem(where, f"'{spec.name}' is used by {counts[spec.name]} groups.", "Names must be unique.")
+            )
+    if all(spec.size is None for spec in specs):
+        problems.append(
+            Problem(
+                "token_specs",
+                "every group is cached (size null), so there are no input tokens to run.",
+                "Give at least one group a size.",
+            )
+        )
+    return specs, problems
+
+
+_TOKEN_HINT = "Write e.g. token_specs: [{surface_anchors: 2048}, {name: surface_queries, size: 4096}]."
+
+
+def _check_patterns(data: Any) -> tuple[list[AttentionPattern] | None, list[Problem]]:
+    if not isinstance(data, list):
+        return None, [
+            Problem(
+                "attention_patterns",
+                f"must be a list of patterns, got {type(data).__name__}.",
+                "Write e.g. [{query_tokens: [a], key_value_tokens: [a]}].",
+            )
+        ]
+    patterns: list[AttentionPattern] = []
+    problems: list[Problem] = []
+    for index, item in enumerate(data):
+        pattern, item_problems = _parse(AttentionPattern, item, f"attention_patterns[{index}]")
+        problems += item_problems
+        if pattern is not None:
+            patterns.append(pattern)
+    return (None if problems else patterns), problems
+
+
+def _check_run(data: Any) -> tuple[RunSettings | None, list[Problem]]:
+    return _parse(RunSettings, {} if data is None else data, "run")
+
+
+def _pattern_problems(
+    patterns: Sequence[AttentionPattern], specs: Sequence[TokenSpec], run: RunSettings, where: str
+) -> list[Problem]:
+    """What upstream's MixedAttention rejects, plus what would silently produce NaN."""
+    problems: list[Problem] = []
+    sizes = {spec.name: spec.size for spec in specs}
+    cached = {name for name, size in sizes.items() if size is None}
+    padding = run.padding
+    query_of: dict[str, int] = {}
+    for index, pattern in enumerate(patterns):
+        loc = f"{where}[{index}]"
+        for field_name in ("query_tokens", "key_value_tokens"):
+            names = list(getattr(pattern, field_name))
+            if not names:
+                what = "queries" if field_name == "query_tokens" else "keys/values: its queries would attend to nothing"
+                problems.append(Problem(f"{loc}.{field_name}", f"is empty (no {what}).", "List at least one group."))
+            for name, count in Counter(names).items():
+                if count > 1:
+                    problems.append(Problem(f"{loc}.{field_name}", f"lists '{name}' {count} times.", "List it once."))
+            for name in dict.fromkeys(names):
+                if name not in sizes:
+                    problems.append(
+                        Problem(
+                            f"{loc}.{field_name}",
+                            f"'{name}' is not a group in token_specs.",
+                            (did_you_mean(name, sizes) + " Add the group or fix the name.").strip(),
+                        )
+                    )
+        for name in dict.fromkeys(pattern.query_tokens):
+            if name in query_of and query_of[name] != index:
+                problems.append(
+                    Problem(
+                        f"{loc}.query_tokens",
+                        f"'{name}' is already a query in {where}[{query_of[name]}]; "
+                        "a group may be a query in exactly one pattern.",
+                        "Remove it from one of the two patterns (list both key/value sets in one pattern instead).",
+                    )
+                )
+            query_of.setdefault(name, index)
+        known_kv = [name for name in pattern.key_value_tokens if name in sizes]
+        has_input_queries = any(sizes.get(name, 0) is not None for name in pattern.query_tokens)
+        if known_kv and has_input_queries:
+            real_keys = sum(
+                run.kv_cache_sizes.get(name, DEFAULT_CACHE_SIZE)
+                if sizes[name] is None
+                else max(sizes[name] - padding.get(name, 0), 0)
+                for name in dict.fromkeys(known_kv)
+            )
+            if real_keys == 0:
+                problems.append(
+                    Problem(
+                        f"{loc}.key_value_tokens",
+                        f"{known_kv} hold 0 real tokens, so the queries' softmax has nothing to attend to (NaN).",
+                        "Give a key/value group tokens, or reduce its padding.",
+                    )
+                )
+        if cached and has_input_queries:
+            for name in dict.fromkeys(known_kv):
+                if name not in cached:
+                    problems.append(
+                        Problem(
+                            f"{loc}.key_value_tokens",
+                            f"'{name}' is an input group, but with cached groups present the module computes "
+                            "only queries, so input queries can read keys/values of cached groups only.",
+                            f"Make '{name}' cached (size null) or drop it from this pattern.",
+                        )
+                    )
+    missing = [spec.name for spec in specs if spec.name not in query_of]
+    for name in missing:
+        problems.append(
+            Problem(
+                where,
+                f"group '{name}' is not a query in any pattern; its tokens would get no output.",
+                f"Add '{name}' to the query_tokens of one pattern.",
+            )
+        )
+    return problems
+
+
+def _run_problems(run: RunSettings, specs: Sequence[TokenSpec]) -> list[Problem]:
+    problems: list[Problem] = []
+    sizes = {spec.name: spec.size for spec in specs}
+    cached = [name for name, size in sizes.items() if size is None]
+    for name in run.kv_cache_sizes:
+        if name not in sizes:
+            problems.append(
+                Problem(
+                    f"run.kv_cache_sizes.{name}",
+                    "is not a group in token_specs.",
+                    did_you_mean(name, cached).strip() or "Remove it.",
+                )
+            )
+        elif sizes[name] is not None:
+            problems.append(
+                Problem(
+                    f"run.kv_cache_sizes.{name}",
+                    f"'{name}' is an input group (size {sizes[name]}), not a cached one; the entry is ignored.",
+                    "Remove it.",
+                    "warning",
+                )
+            )
+    for name, pad in run.padding.items():
+        if name not in sizes:
+            problems.append(
+                Problem(
+                    f"run.padding.{name}",
+                    "is not a group in token_specs.",
+                    (did_you_mean(name, sizes) + " Remove or rename it.").strip(),
+                )
+            )
+        elif sizes[name] is None:
+            problems.append(Problem(f"run.padding.{name}", "cached groups cannot be padded.", "Remove it."))
+        elif pad > (sizes[name] or 0):
+            problems.append(
+                Problem(
+                    f"run.padding.{name}",
+                    f"pads {pad} tokens but the group has {sizes[name]}.",
+                    f"Use at most {sizes[name]}.",
+                )
+            )
+    if run.padding and cached:
+        problems.append(
+            Problem(
+                "run.padding",
+                f"a key padding mask cannot be combined with cached groups {cached} (MixedAttention refuses it).",
+                "Remove the padding or the cached groups.",
+            )
+        )
+    return problems
+
+
+def _anchor_problems(scenario: Scenario) -> list[Problem]:
+    branches, suffix = scenario.branches()
+    try:
+        check_branches(scenario.token_specs, branches, suffix)
+    except ValueError as exc:
+        return [Problem("token_specs", str(exc), "Rename the groups or change attention.branches.")]
+    if scenario.attention_patterns:
+        given = [(list(p.query_tokens), list(p.key_value_tokens)) for p in scenario.attention_patterns]
+        generated = [(list(p.query_tokens), list(p.key_value_tokens)) for p in scenario.patterns()]
+        if given != generated:
+            return [
+                Problem(
+                    "attention_patterns",
+                    f"differ from the patterns {scenario.attention.kind} generates for branches {branches}.",
+                    "Remove attention_patterns (they are generated), or use kind: mixed to set them freely.",
+                )
+            ]
+    return []
+
+
+def semantic_problems(scenario: Scenario) -> list[Problem]:
+    """Problems of a structurally valid scenario (names, coverage, NaN risks, run settings)."""
+    problems = _run_problems(scenario.run, scenario.token_specs)
+    if scenario.attention.kind != "mixed":
+        anchor = _anchor_problems(scenario)
+        if anchor:
+            return problems + anchor
+        return problems + _pattern_problems(
+            scenario.patterns(), scenario.token_specs, scenario.run, "generated patterns"
+        )
+    if not scenario.attention_patterns:
+        return [
+            *problems,
+            Problem(
+                "attention_patterns",
+                "is empty; every group must be a query in one pattern.",
+                "Add e.g. {query_tokens: [all groups], key_value_tokens: [all groups]}.",
+            ),
+        ]
+    return problems + _pattern_problems(
+        scenario.attention_patterns, scenario.token_specs, scenario.run, "attention_patterns"
+    )
+
+
+def validate_scenario(data: Any) -> ScenarioReport:
+    """Validate a parsed document (a mapping) into a Scenario, collecting every problem at once."""
+    if isinstance(data, Scenario):
+        data = data.model_dump(exclude={"token_specs": {"__all__": {"domain", "attn_type"}}})
+    if not isinstance(data, Mapping):
+        return ScenarioReport(
+            None,
+            [
+                Problem(
+                    "(document)",
+                    f"must be a mapping with keys {list(_TOP_LEVEL)}, got {type(data).__name__}.",
+                    "Start the file with 'attention:'.",
+                )
+            ],
+        )
+    problems: list[Problem] = []
+    for key in data:
+        if key not in _TOP_LEVEL:
+            problems.append(
+                Problem(
+                    str(key),
+                    "is not a scenario key.",
+                    (did_you_mean(str(key), _TOP_LEVEL) + f" Allowed: {list(_TOP_LEVEL)}.").strip(),
+                )
+            )
+    for key in ("attention", "token_specs"):
+        if key not in data:
+            problems.append(Problem(key, "is missing.", "Add it; see the example scenarios."))
+    attention, found = _check_attention(data["attention"]) if "attention" in data else (None, [])
+    problems += found
+    specs, found = _check_token_specs(data["token_specs"]) if "token_specs" in data else (None, [])
+    problems += found
+    patterns, found = _check_patterns(data.get("attention_patterns") or [])
+    problems += found
+    run, found = _check_run(data.get("run"))
+    problems += found
+    if attention is None or specs is None or patterns is None or run is None:
+        return ScenarioReport(None, problems)
+    # The sections parsed; check how they fit together even if something unrelated (a typo'd key) failed.
+    scenario = Scenario(attention=attention, token_specs=specs, attention_patterns=patterns, run=run)
+    problems += semantic_problems(scenario)
+    return ScenarioReport(None if errors(problems) else scenario, problems)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Canonical form: the same scenario always gives the same mapping (stable key order), and it round-trips.
+# --------------------------------------------------------------------------------------------------------------------
+
+_ATTENTION_ORDER = ("kind", "hidden_dim", "num_heads", "use_rope", "qk_norm", "dropout", "bias", "init_weights")
+
+
+def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
+    """Canonical mapping: fixed key order, derived fields (head_dim) left out, patterns made explicit."""
+    attention = scenario.attention
+    attention_dict: dict[str, Any] = {key: getattr(attention, key) for key in _ATTENTION_ORDER}
+    attention_dict["dropout"] = float(attention.dropout)
+    extra = attention.model_extra or {}
+    for key in ("branches", "anchor_suffix"):
+        if key in extra:
+            attention_dict[key] = extra[key]
+    for key in sorted(set(extra) - {"branches", "anchor_suffix"}):
+        attention_dict[key] = extra[key]
+    run = scenario.run
+    return {
+        "attention": attention_dict,
+        "token_specs": [{"name": spec.name, "size": spec.size} for spec in scenario.token_specs],
+        "attention_patterns": [
+            {"query_tokens": list(p.query_tokens), "key_value_tokens": list(p.key_value_tokens)}
+            for p in scenario.patterns()
+        ],
+        "run": {
+            "seed": run.seed,
+            "batch_size": run.batch_size,
+            "device": run.device,
+            "dtype": run.dtype,
+            "inputs": run.inputs,
+            "weights": run.weights,
+            "kv_cache_sizes": dict(run.kv_cache_sizes),
+            "padding": dict(run.padding),
+        },
+    }
