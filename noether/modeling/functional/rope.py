@@ -37,7 +37,7 @@ def _rope_real(x: torch.Tensor, freqs: tuple[torch.Tensor, ...]) -> torch.Tensor
         split * angle.unsqueeze(1).cos() + _rotate_half(split) * angle.unsqueeze(1).sin()
         for split, angle in zip(splits[: len(freqs)], freqs, strict=True)
     ]
-    return torch.cat([*rotated, *splits[len(freqs) :]], dim=-1)
+    return torch.cat([*rotated, *splits[len(freqs) :]], dim=-1).type_as(x)
 
 
 def rope(x: torch.Tensor, freqs: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
