@@ -31,11 +31,16 @@ def _group_seed(seed: int, batch: int, group: int) -> int:
     return int(np.random.SeedSequence([seed, batch, group]).generate_state(1)[0])
 
 
-def token_positions(scenario: Scenario, layout: TokenLayout) -> torch.Tensor:
-    """Positions of every key-axis token, (batch, keys, 3) float32, deterministic in the seed."""
+def token_positions(
+    scenario: Scenario, layout: TokenLayout, cloud: dict[str, np.ndarray] | None = None
+) -> torch.Tensor:
+    """Positions of every key-axis token, (batch, keys, 3) float32, deterministic in the seed.
+
+    Point-cloud inputs draw from ``cloud`` ({"surface", "volume"} arrays) or the shipped sample.
+    """
     batch = scenario.run.batch_size
     if scenario.run.inputs == "point_cloud":
-        sample = load_sample()
+        sample = cloud if cloud is not None else load_sample()
         per_batch = []
         for b in range(batch):
             parts = [
@@ -49,10 +54,16 @@ def token_positions(scenario: Scenario, layout: TokenLayout) -> torch.Tensor:
     return torch.rand(batch, layout.n_keys, 3, generator=generator) * box
 
 
-def build_inputs(scenario: Scenario, layout: TokenLayout, device: torch.device, dtype: torch.dtype) -> Inputs:
+def build_inputs(
+    scenario: Scenario,
+    layout: TokenLayout,
+    device: torch.device,
+    dtype: torch.dtype,
+    cloud: dict[str, np.ndarray] | None = None,
+) -> Inputs:
     """Features (seeded Gaussian, or sin-cos of positions), positions and RoPE frequencies for every key token."""
     attention = scenario.attention
-    positions = token_positions(scenario, layout)
+    positions = token_positions(scenario, layout, cloud)
     if scenario.run.inputs == "point_cloud":
         embed = ContinuousSincosEmbed(ContinuousSincosEmbeddingConfig(hidden_dim=attention.hidden_dim, input_dim=3))
         x = embed(positions * POSITION_SCALE)

@@ -154,6 +154,11 @@ class PoolGrid:
         hi = np.minimum(np.minimum(edges[1:], self.n), stop)
         return np.clip(hi - lo, 0, None)
 
+    def coarsen(self, budget: int) -> "PoolGrid":
+        """A grid with at most ``budget`` bins whose factor is a multiple of this one (so maps re-pool exactly)."""
+        multiple = max(1, math.ceil(self.bins / max(budget, 1)))
+        return PoolGrid(n=self.n, factor=self.factor * multiple)
+
     def bin_of(self, token: int) -> int:
         return token // self.factor
 

@@ -1,8 +1,11 @@
 """A car-like sample point cloud (surface plus surrounding volume), generated procedurally and shipped in assets/."""
 
+import io
 from pathlib import Path
 
 import numpy as np
+
+from noether.explorer.problems import ExplorerError, Problem
 
 SAMPLE_PATH = Path(__file__).resolve().parents[2] / "assets" / "sample_point_cloud.npz"
 SAMPLE_POINTS = 16384
@@ -91,11 +94,76 @@ def load_sample(path: Path = SAMPLE_PATH) -> dict[str, np.ndarray]:
         return {key: np.asarray(data[key], dtype=np.float32) for key in ("surface", "volume")}
 
 
+MAX_CLOUD_BYTES = 64 * 2**20
+
+
+def load_cloud_bytes(data: bytes, name: str = "point cloud") -> dict[str, np.ndarray]:
+    """Parse an uploaded point cloud: .npz with "surface"/"volume" (n, 3) arrays, .npy (n, 3), or CSV/text x,y,z.
+
+    A single array is used for both domains. No pickled objects are ever loaded.
+    """
+    if len(data) > MAX_CLOUD_BYTES:
+        raise ExplorerError(Problem(name, f"is {len(data) / 2**20:.0f} MB; the limit is 64 MB.", "Subsample it."))
+    try:
+        if data[:2] == b"PK":
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                arrays = {key: np.asarray(archive[key]) for key in archive.files}
+        elif data[:6] == b"\x93NUMPY":
+            arrays = {"points": np.load(io.BytesIO(data), allow_pickle=False)}
+        else:
+            text = data.decode("utf-8")
+            arrays = {"points": np.loadtxt(io.StringIO(text), delimiter="," if "," in text else None, ndmin=2)}
+    except Exception as exc:  # any parser failure is bad input, reported in one line
+        raise ExplorerError(
+            Problem(
+                name,
+                f"could not be read ({type(exc).__name__}: {exc}).",
+                "Upload .npz with surface/volume arrays, .npy, or CSV with x,y,z columns.",
+            )
+        ) from None
+    cloud = {key: arrays[key] for key in ("surface", "volume") if key in arrays}
+    if not cloud:
+        cloud = {"surface": next(iter(arrays.values())), "volume": next(iter(arrays.values()))} if arrays else {}
+    for key in ("surface", "volume"):
+        points = cloud.get(key)
+        if points is None:
+            cloud[key] = cloud["surface" if key == "volume" else "volume"]
+            continue
+        if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0 or not np.isfinite(points).all():
+            raise ExplorerError(
+                Problem(
+                    f"{name}: {key}",
+                    f"must be a finite (n, 3) array, got shape {points.shape}.",
+                    "Give x, y, z per point.",
+                )
+            )
+    return {key: cloud[key].astype(np.float32) for key in ("surface", "volume")}
+
+
+def morton_order(points: np.ndarray, bits: int = 10) -> np.ndarray:
+    """Indices that sort points along a Z-order curve, so that neighbours in space become neighbours in the sequence."""
+    if len(points) == 0:
+        return np.zeros(0, dtype=np.int64)
+    low, high = points.min(axis=0), points.max(axis=0)
+    cells = ((points - low) / np.maximum(high - low, 1e-9) * (2**bits - 1)).astype(np.uint64)
+    code = np.zeros(len(points), dtype=np.uint64)
+    for bit in range(bits):
+        for axis in range(points.shape[1]):
+            code |= ((cells[:, axis] >> np.uint64(bit)) & np.uint64(1)) << np.uint64(bit * points.shape[1] + axis)
+    return np.argsort(code, kind="stable")
+
+
 def domain_points(domain: str, n: int, seed: int, sample: dict[str, np.ndarray]) -> np.ndarray:
     """``n`` points for a group of ``domain`` ("surface", "volume", anything else = both), deterministic in seed.
 
-    Draws a subset of the sample when it is large enough, otherwise generates new points.
+    Draws a subset of the sample when it is large enough, otherwise generates new points; either way the points
+    come in Z-order so that spatial locality shows up as bands near the diagonal of attention maps.
     """
+    points = _draw_points(domain, n, seed, sample)
+    return points[morton_order(points)]
+
+
+def _draw_points(domain: str, n: int, seed: int, sample: dict[str, np.ndarray]) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if domain in ("surface", "volume"):
         pool = sample[domain]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -88,6 +89,7 @@ class ExplorerRun:
         *,
         weights: Mapping[str, torch.Tensor] | None = None,
         weights_prefix: str | None = None,
+        point_cloud: Mapping[str, np.ndarray] | None = None,
         memory_budget_mb: float | None = None,
         time_budget_s: float = guard.DEFAULT_TIME_BUDGET_S,
         progress: Progress | None = None,
@@ -97,6 +99,7 @@ class ExplorerRun:
             scenario: A Scenario, or a mapping validated into one (ExplorerError listing every problem otherwise).
             weights: Optional trained state_dict (a whole model's is fine; see ``weights_prefix``).
             weights_prefix: Which attention layer of ``weights`` to use when it holds several.
+            point_cloud: {"surface", "volume"} (n, 3) arrays replacing the sample cloud for point-cloud inputs.
             memory_budget_mb: Memory a computation may plan to use; default half of the free memory.
             time_budget_s: Longest estimated time of a computation before it is refused.
             progress: Called with (fraction, message) during long work.
@@ -126,7 +129,8 @@ class ExplorerRun:
             load_into(self.core, layer)
             self.notes.append(f"trained weights loaded{f' from {prefix!r}' if prefix else ''}.")
         self._say(0.1, "building inputs")
-        self.inputs: Inputs = build_inputs(scenario, self.layout, self.device, self.dtype)
+        cloud = None if point_cloud is None else dict(point_cloud)
+        self.inputs: Inputs = build_inputs(scenario, self.layout, self.device, self.dtype, cloud)
         if scenario.run.weights == "spatial" and weights is None:
             self._make_spatial()
 

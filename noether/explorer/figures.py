@@ -1,0 +1,297 @@
+"""Plotly figures of the views. Inputs are already pooled, so every figure stays small at any token count."""
+
+import html
+
+import numpy as np
+import plotly.graph_objects as go
+
+from noether.explorer.cost import BackendTiming
+from noether.explorer.layout import PoolGrid, TokenLayout
+from noether.explorer.masks import GroupMask
+from noether.explorer.views import Axis, key_axis, query_axis
+
+MAX_LINE_POINTS = 20_000
+MAX_CLOUD_POINTS = 20_000
+GROUP_COLOURS = (
+    "#4C78A8",
+    "#F58518",
+    "#54A24B",
+    "#E45756",
+    "#72B7B2",
+    "#EECA3B",
+    "#B279A2",
+    "#FF9DA6",
+    "#9D755D",
+    "#BAB0AC",
+)
+
+
+def _label(name: str) -> str:
+    """Group names come from user files: escape them before plotly renders its HTML-like labels."""
+    return html.escape(name, quote=False)
+
+
+def _boundaries(fig: go.Figure, rows: Axis | None, cols: Axis | None, extent: tuple[float, float]) -> None:
+    """Thin lines at group boundaries (cells are centred on integers, hence the half-bin shift)."""
+    line = {"color": "rgba(255,255,255,0.8)", "width": 1}
+    if cols is not None:
+        for edge in sorted(set(cols.starts[1:])):
+            fig.add_shape(type="line", x0=edge - 0.5, x1=edge - 0.5, y0=-0.5, y1=extent[0] - 0.5, line=line)
+    if rows is not None:
+        for edge in sorted(set(rows.starts[1:])):
+            fig.add_shape(type="line", y0=edge - 0.5, y1=edge - 0.5, x0=-0.5, x1=extent[1] - 0.5, line=line)
+
+
+def _axis_ticks(axis: Axis) -> dict[str, object]:
+    return {
+        "tickmode": "array",
+        "tickvals": [c - 0.5 for c in axis.centres],
+        "ticktext": [_label(n) for n in axis.names],
+    }
+
+
+def heatmap(
+    values: np.ndarray,
+    rows: Axis | None,
+    cols: Axis | None,
+    title: str,
+    *,
+    colorscale: str = "Viridis",
+    zmin: float | None = None,
+    zmax: float | None = None,
+    log: bool = False,
+    colorbar_title: str = "",
+    row_title: str = "queries",
+    col_title: str = "keys",
+) -> go.Figure:
+    """A pooled matrix with group boundaries and group names on the axes; optional log10 colour scale."""
+    z = np.asarray(values, dtype=np.float64)
+    colorbar: dict[str, object] = {"title": {"text": colorbar_title}}
+    if log:
+        floor = max(float(z[z > 0].min()) if (z > 0).any() else 1e-12, 1e-12)
+        z = np.log10(np.maximum(z, floor))
+        zmin = None if zmin is None else float(np.log10(max(zmin, floor)))
+        zmax = None if zmax is None else float(np.log10(max(zmax, floor)))
+        ticks = np.arange(np.floor(z.min()), np.ceil(z.max()) + 1)
+        colorbar.update(tickvals=ticks.tolist(), ticktext=[f"1e{int(t)}" for t in ticks])
+    fig = go.Figure(
+        go.Heatmap(
+            z=z.astype(np.float32),
+            colorscale=colorscale,
+            zmin=zmin,
+            zmax=zmax,
+            colorbar=colorbar,
+            hovertemplate="row bin %{y}, column bin %{x}<br>value %{z:.4g}<extra></extra>",
+        )
+    )
+    _boundaries(fig, rows, cols, z.shape)
+    fig.update_yaxes(autorange="reversed", title=row_title, **(_axis_ticks(rows) if rows else {}))
+    fig.update_xaxes(title=col_title, side="top", **(_axis_ticks(cols) if cols else {}))
+    fig.update_layout(title={"text": _label(title), "y": 0.98}, margin={"l": 10, "r": 10, "t": 90, "b": 10}, height=620)
+    return fig
+
+
+def _grid_note(rows: PoolGrid, cols: PoolGrid) -> str:
+    if rows.exact and cols.exact:
+        return "exact, 1 cell = 1 token pair"
+    return f"1 cell = {rows.factor} x {cols.factor} tokens"
+
+
+def mask_figure(layout: TokenLayout, pooled: np.ndarray, rows: PoolGrid, cols: PoolGrid) -> go.Figure:
+    title = f"Token-level mask ({_grid_note(rows, cols)}): share of attended pairs per cell"
+    return heatmap(
+        pooled,
+        query_axis(layout, rows),
+        key_axis(layout, cols),
+        title,
+        colorscale="Blues",
+        zmin=0,
+        zmax=1,
+        colorbar_title="attended",
+    )
+
+
+def group_mask_figure(mask: GroupMask) -> go.Figure:
+    """Group x group blocks: coloured where attended, annotated with the attended pairs."""
+    text = [
+        [f"{int(p):,}" if a else "" for p, a in zip(row_p, row_a, strict=True)]
+        for row_p, row_a in zip(mask.pairs, mask.allowed, strict=True)
+    ]
+    fig = go.Figure(
+        go.Heatmap(
+            z=mask.allowed.astype(np.float32),
+            x=[f"{_label(n)}<br>({int(s):,})" for n, s in zip(mask.key_names, mask.key_sizes, strict=True)],
+            y=[f"{_label(n)} ({int(s):,})" for n, s in zip(mask.query_names, mask.query_sizes, strict=True)],
+            text=text,
+            texttemplate="%{text}",
+            colorscale=[[0, "#f0f0f0"], [1, "#4C78A8"]],
+            zmin=0,
+            zmax=1,
+            showscale=False,
+            hovertemplate="%{y} attends %{x}<br>pairs %{text}<extra></extra>",
+            xgap=2,
+            ygap=2,
+        )
+    )
+    fig.update_yaxes(autorange="reversed", title="query group (tokens)")
+    fig.update_xaxes(title="key/value group (tokens)", side="top")
+    fig.update_layout(
+        title={"text": "Who attends to whom (attended token pairs per block)", "y": 0.98},
+        margin={"l": 10, "r": 10, "t": 110, "b": 10},
+        height=140 + 60 * len(mask.query_names),
+    )
+    return fig
+
+
+def mass_figure(matrix: np.ndarray, query_names: list[str], key_names: list[str], title: str) -> go.Figure:
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix.astype(np.float32),
+            x=[_label(n) for n in key_names],
+            y=[_label(n) for n in query_names],
+            text=np.round(matrix, 3).astype(str),
+            texttemplate="%{text}",
+            colorscale="Viridis",
+            zmin=0,
+            zmax=1,
+            colorbar={"title": {"text": "mass"}},
+            hovertemplate="%{y} → %{x}: %{z:.4f}<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed", title="query group")
+    fig.update_xaxes(title="key group", side="top")
+    fig.update_layout(
+        title={"text": _label(title), "y": 0.98},
+        margin={"l": 10, "r": 10, "t": 100, "b": 10},
+        height=160 + 50 * len(query_names),
+    )
+    return fig
+
+
+def row_figure(values: np.ndarray, layout: TokenLayout, title: str) -> go.Figure:
+    """Exact weights of one query over the key axis; rows longer than MAX_LINE_POINTS are max-pooled for drawing."""
+    values = np.asarray(values, dtype=np.float64)
+    grid = PoolGrid.fit(len(values), MAX_LINE_POINTS)
+    if not grid.exact:
+        padded = np.zeros(grid.bins * grid.factor)
+        padded[: len(values)] = values
+        values = padded.reshape(grid.bins, grid.factor).max(axis=1)
+        title += f" (drawn max-pooled, {grid.factor} keys per point)"
+    x = np.arange(len(values), dtype=np.float32) * grid.factor
+    fig = go.Figure(
+        go.Scattergl(
+            x=x,
+            y=values.astype(np.float32),
+            mode="lines",
+            line={"width": 1},
+            hovertemplate="key %{x}: %{y:.4g}<extra></extra>",
+        )
+    )
+    for index, group in enumerate(layout.groups):
+        fig.add_vrect(
+            x0=group.key_offset,
+            x1=group.key_offset + group.size,
+            opacity=0.08,
+            line_width=0,
+            fillcolor=GROUP_COLOURS[index % len(GROUP_COLOURS)],
+            annotation_text=_label(group.name),
+            annotation_position="top left",
+        )
+    fig.update_layout(
+        title=_label(title),
+        xaxis_title="key token",
+        yaxis_title="attention weight",
+        height=360,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+    )
+    return fig
+
+
+def backend_figure(timings: list[BackendTiming]) -> go.Figure:
+    shown = [t for t in timings if t.available and t.seconds is not None]
+    fig = go.Figure(
+        go.Bar(
+            x=[t.name for t in shown],
+            y=[t.seconds for t in shown],
+            text=[f"{t.seconds * 1000:.1f} ms" for t in shown if t.seconds is not None],
+            textposition="outside",
+        )
+    )
+    fig.update_layout(
+        title="Measured attention time (median)",
+        yaxis_title="seconds",
+        height=360,
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+    )
+    return fig
+
+
+def point_cloud_figure(
+    positions: np.ndarray,
+    title: str,
+    *,
+    values: np.ndarray | None = None,
+    labels: list[str] | None = None,
+    highlight: int | None = None,
+    seed: int = 0,
+) -> go.Figure:
+    """Points in 3-D coloured by ``values`` (e.g. attention) or by group ``labels``; subsampled for payload."""
+    n = len(positions)
+    keep = np.arange(n)
+    if n > MAX_CLOUD_POINTS:
+        keep = np.sort(np.random.default_rng(seed).choice(n, MAX_CLOUD_POINTS, replace=False))
+        title += f" ({MAX_CLOUD_POINTS:,} of {n:,} points shown)"
+    pts = positions[keep].astype(np.float32)
+    traces = []
+    if values is not None:
+        traces.append(
+            go.Scatter3d(
+                x=pts[:, 0],
+                y=pts[:, 1],
+                z=pts[:, 2],
+                mode="markers",
+                marker={
+                    "size": 2,
+                    "color": values[keep].astype(np.float32),
+                    "colorscale": "Inferno",
+                    "colorbar": {"title": {"text": "attention"}},
+                },
+                hovertemplate="%{marker.color:.4g}<extra></extra>",
+                name="tokens",
+            )
+        )
+    else:
+        names = np.asarray(labels if labels is not None else ["tokens"] * n)[keep]
+        for index, name in enumerate(dict.fromkeys(names.tolist())):
+            sel = names == name
+            traces.append(
+                go.Scatter3d(
+                    x=pts[sel, 0],
+                    y=pts[sel, 1],
+                    z=pts[sel, 2],
+                    mode="markers",
+                    name=_label(name),
+                    marker={"size": 2, "color": GROUP_COLOURS[index % len(GROUP_COLOURS)]},
+                )
+            )
+    if highlight is not None:
+        p = positions[highlight]
+        traces.append(
+            go.Scatter3d(
+                x=[p[0]],
+                y=[p[1]],
+                z=[p[2]],
+                mode="markers",
+                name="selected token",
+                marker={"size": 8, "color": "#00E5FF", "symbol": "diamond"},
+            )
+        )
+    fig = go.Figure(traces)
+    fig.update_layout(
+        title=_label(title),
+        height=620,
+        margin={"l": 0, "r": 0, "t": 50, "b": 0},
+        scene={"aspectmode": "data"},
+        legend={"itemsizing": "constant"},
+    )
+    return fig

@@ -1,0 +1,113 @@
+"""PNG images of pooled maps with numpy and Pillow only: works on machines without a browser."""
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from plotly.colors import get_colorscale, hex_to_rgb, unlabel_rgb
+
+from noether.explorer.views import Axis
+
+MIN_SIDE = 640
+MARGIN_LEFT, MARGIN_TOP, MARGIN_BOTTOM, BAR_WIDTH = 170, 60, 40, 24
+
+
+def colour_table(name: str = "Viridis", levels: int = 256) -> np.ndarray:
+    """(levels, 3) uint8 RGB table interpolated from a plotly colour scale."""
+    scale = get_colorscale(name)
+    stops = np.array([float(s) for s, _ in scale])
+    colours = np.array([hex_to_rgb(c) if c.startswith("#") else unlabel_rgb(c) for _, c in scale], dtype=np.float64)
+    positions = np.linspace(0.0, 1.0, levels)
+    return np.stack([np.interp(positions, stops, colours[:, i]) for i in range(3)], axis=1).round().astype(np.uint8)
+
+
+def _normalise(
+    values: np.ndarray, zmin: float | None, zmax: float | None, log: bool
+) -> tuple[np.ndarray, float, float]:
+    z = np.asarray(values, dtype=np.float64)
+    if log:
+        positive = z[z > 0]
+        floor = float(positive.min()) if positive.size else 1e-12
+        z = np.log10(np.maximum(z, floor))
+    lo = float(np.nanmin(z)) if zmin is None else (np.log10(zmin) if log and zmin > 0 else zmin)
+    hi = float(np.nanmax(z)) if zmax is None else (np.log10(zmax) if log and zmax > 0 else zmax)
+    span = hi - lo if hi > lo else 1.0
+    return np.clip((z - lo) / span, 0.0, 1.0), lo, hi
+
+
+def heatmap_png(
+    values: np.ndarray,
+    rows: Axis | None = None,
+    cols: Axis | None = None,
+    title: str = "",
+    *,
+    colorscale: str = "Viridis",
+    zmin: float | None = None,
+    zmax: float | None = None,
+    log: bool = False,
+) -> bytes:
+    """Encode a pooled map as a PNG with group boundaries, group names and a colour bar."""
+    unit, lo, hi = _normalise(values, zmin, zmax, log)
+    table = colour_table(colorscale)
+    image = Image.fromarray(table[(unit * (len(table) - 1)).round().astype(np.int64)], mode="RGB")
+    n_rows, n_cols = unit.shape
+    scale = max(1, int(np.ceil(MIN_SIDE / max(n_rows, n_cols, 1))))
+    image = image.resize((n_cols * scale, n_rows * scale), Image.Resampling.NEAREST)
+    width = MARGIN_LEFT + image.width + 3 * BAR_WIDTH + 60
+    height = MARGIN_TOP + image.height + MARGIN_BOTTOM
+    canvas = Image.new("RGB", (width, height), "white")
+    canvas.paste(image, (MARGIN_LEFT, MARGIN_TOP))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    draw.text((10, 10), title, fill="black", font=font)
+    _draw_axis(draw, rows, scale, vertical=True, font=font)
+    _draw_axis(draw, cols, scale, vertical=False, font=font, extent=image.height)
+    _draw_colour_bar(draw, table, lo, hi, log, (MARGIN_LEFT + image.width + BAR_WIDTH, MARGIN_TOP), image.height, font)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def _draw_axis(
+    draw: ImageDraw.ImageDraw,
+    axis: Axis | None,
+    scale: int,
+    *,
+    vertical: bool,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+    extent: int = 0,
+) -> None:
+    if axis is None:
+        return
+    for name, start, stop in zip(axis.names, axis.starts, axis.stops, strict=True):
+        a, b = start * scale, stop * scale
+        if vertical:
+            draw.line([(MARGIN_LEFT - 6, MARGIN_TOP + a), (MARGIN_LEFT - 1, MARGIN_TOP + a)], fill="black")
+            draw.text((8, MARGIN_TOP + (a + b) / 2 - 6), name[:26], fill="black", font=font)
+        else:
+            draw.line([(MARGIN_LEFT + a, MARGIN_TOP - 6), (MARGIN_LEFT + a, MARGIN_TOP - 1)], fill="black")
+            draw.text((MARGIN_LEFT + a + 2, MARGIN_TOP - 20), name[:24], fill="black", font=font)
+        if start > 0:
+            if vertical:
+                draw.line([(MARGIN_LEFT, MARGIN_TOP + a), (MARGIN_LEFT + 10_000, MARGIN_TOP + a)], fill="white")
+            else:
+                draw.line([(MARGIN_LEFT + a, MARGIN_TOP), (MARGIN_LEFT + a, MARGIN_TOP + extent)], fill="white")
+
+
+def _draw_colour_bar(
+    draw: ImageDraw.ImageDraw,
+    table: np.ndarray,
+    lo: float,
+    hi: float,
+    log: bool,
+    origin: tuple[int, int],
+    height: int,
+    font: ImageFont.ImageFont | ImageFont.FreeTypeFont,
+) -> None:
+    x0, y0 = origin
+    for y in range(height):
+        colour = tuple(int(c) for c in table[int((1 - y / max(height - 1, 1)) * (len(table) - 1))])
+        draw.line([(x0, y0 + y), (x0 + BAR_WIDTH, y0 + y)], fill=colour)
+    for value, y in ((hi, y0), (lo, y0 + height - 10)):
+        label = f"1e{value:.1f}" if log else f"{value:.3g}"
+        draw.text((x0 + BAR_WIDTH + 4, y), label, fill="black", font=font)

@@ -1,0 +1,212 @@
+"""What the views show, as plain data: selected and re-pooled maps, tables of statistics, summaries.
+
+The app and the command line render these; they compute nothing themselves.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from noether.explorer.cost import BackendTiming, CostSummary
+from noether.explorer.guard import format_bytes, format_seconds
+from noether.explorer.layout import PoolGrid, TokenLayout
+from noether.explorer.masks import GroupMask
+from noether.explorer.weights import WeightResult, pool_dim
+
+Pooling = Literal["mean", "max"]
+HeadChoice = int | Literal["mean"]
+
+
+def _bin_counts(rows: PoolGrid, cols: PoolGrid) -> np.ndarray:
+    return np.outer(rows.bin_sizes(), cols.bin_sizes()).astype(np.float64)
+
+
+def repool(
+    values: np.ndarray, rows: PoolGrid, cols: PoolGrid, target_rows: PoolGrid, target_cols: PoolGrid, pooling: Pooling
+) -> np.ndarray:
+    """Re-pool a pooled map onto coarser grids (factors multiples of the current ones); exact for mean and max."""
+    if target_rows.factor == rows.factor and target_cols.factor == cols.factor:
+        return values
+    how = "sum" if pooling == "mean" else "max"
+    tensor = torch.as_tensor(values * _bin_counts(rows, cols) if pooling == "mean" else values)
+    _, tensor = pool_dim(tensor, 0, 0, target_rows.factor // rows.factor, how)
+    _, tensor = pool_dim(tensor, 1, 0, target_cols.factor // cols.factor, how)
+    out = tensor.numpy()
+    return out / _bin_counts(target_rows, target_cols) if pooling == "mean" else out
+
+
+def weight_map(
+    result: WeightResult, batch: int = 0, head: HeadChoice = "mean", pooling: Pooling = "mean"
+) -> np.ndarray:
+    """One 2-D map (row bins x column bins) of the kept weights: a head or the head average, mean or max pooled."""
+    if pooling == "mean":
+        maps = result.mean[batch]
+        return (maps.mean(0) if head == "mean" else maps[head]).double().numpy()
+    if head == "mean":
+        if result.head_mean_max is None:
+            raise ValueError("max pooling of the head average was not computed (WeightOptions.head_mean_max)")
+        return result.head_mean_max[batch].double().numpy()
+    if result.max is None:
+        raise ValueError("max pooling was not computed (WeightOptions.max_pooling)")
+    return result.max[batch, head].double().numpy()
+
+
+def display_map(
+    result: WeightResult, budget: int, batch: int = 0, head: HeadChoice = "mean", pooling: Pooling = "mean"
+) -> tuple[np.ndarray, PoolGrid, PoolGrid]:
+    """:func:`weight_map` re-pooled to at most ``budget`` bins per axis, with the grids it is drawn on."""
+    rows, cols = result.rows.coarsen(budget), result.cols.coarsen(budget)
+    values = repool(weight_map(result, batch, head, pooling), result.rows, result.cols, rows, cols, pooling)
+    return values, rows, cols
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Group boundaries and label positions of one axis of a pooled image, in bin units."""
+
+    names: list[str]
+    starts: list[float]
+    stops: list[float]
+
+    @property
+    def centres(self) -> list[float]:
+        return [(a + b) / 2 for a, b in zip(self.starts, self.stops, strict=True)]
+
+
+def query_axis(layout: TokenLayout, grid: PoolGrid) -> Axis:
+    groups = layout.query_groups
+    return Axis(
+        [g.name for g in groups],
+        [grid.edge(g.query_offset or 0) for g in groups],
+        [grid.edge((g.query_offset or 0) + g.size) for g in groups],
+    )
+
+
+def key_axis(layout: TokenLayout, grid: PoolGrid) -> Axis:
+    return Axis(
+        [g.name + (" (cached)" if g.cached else "") for g in layout.groups],
+        [grid.edge(g.key_offset) for g in layout.groups],
+        [grid.edge(g.key_offset + g.size) for g in layout.groups],
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def group_mask_table(mask: GroupMask) -> list[dict[str, object]]:
+    """One row per attended block: query group, key group, sizes, pairs."""
+    rows = []
+    for i, query in enumerate(mask.query_names):
+        for j, key in enumerate(mask.key_names):
+            if mask.allowed[i, j]:
+                rows.append(
+                    {
+                        "query group": query,
+                        "query tokens": int(mask.query_sizes[i]),
+                        "key group": key,
+                        "key tokens": int(mask.key_sizes[j]),
+                        "attended pairs": int(mask.pairs[i, j]),
+                    }
+                )
+    return rows
+
+
+def _head_slice(tensor: torch.Tensor, batch: int, head: HeadChoice) -> torch.Tensor:
+    selected = tensor[batch]
+    return selected.mean(0) if head == "mean" else selected[head]
+
+
+def mass_matrix(result: WeightResult, batch: int = 0, head: HeadChoice = "mean") -> np.ndarray:
+    """(query groups x key groups) mean attention mass a query of the row group gives each key group."""
+    return _head_slice(result.group_mass, batch, head).double().numpy()
+
+
+def query_group_table(
+    result: WeightResult, layout: TokenLayout, batch: int = 0, head: HeadChoice = "mean"
+) -> list[dict[str, object]]:
+    """Per query group: keys it may attend, mean entropy (and its maximum, log of the real keys), top-k mass."""
+    rows = []
+    for i, group in enumerate(layout.query_groups):
+        pattern = layout.pattern_of(group.name)
+        keys = sum(layout.by_name[name].real_keys for name in pattern.key_value_tokens)
+        row: dict[str, object] = {"query group": group.name, "tokens": group.size, "keys attended": keys}
+        if result.entropy is not None and result.top_k_mass is not None:
+            entropy = float(_head_slice(result.entropy, batch, head)[i])
+            row["entropy (nats)"] = round(entropy, 4)
+            row["max entropy"] = round(float(np.log(max(keys, 1))), 4)
+            row[f"top-{result.top_k} mass"] = round(float(_head_slice(result.top_k_mass, batch, head)[i]), 4)
+        rows.append(row)
+    return rows
+
+
+def top_keys(
+    result: WeightResult, layout: TokenLayout, count: int = 20, batch: int = 0, head: HeadChoice = "mean"
+) -> list[dict[str, object]]:
+    """Key tokens that receive the most attention, with their group and index inside it."""
+    received = _head_slice(result.received, batch, head)
+    total = float(received.sum()) or 1.0
+    values, columns = received.topk(min(count, received.numel()))
+    rows = []
+    for rank, (value, column) in enumerate(zip(values.tolist(), columns.tolist(), strict=True), start=1):
+        group, index = layout.key_group_at(column)
+        rows.append(
+            {
+                "rank": rank,
+                "key token": column,
+                "group": group.name,
+                "index in group": index,
+                "attention received": round(value, 4),
+                "share": round(value / total, 6),
+            }
+        )
+    return rows
+
+
+def cost_table(cost: CostSummary) -> list[dict[str, str]]:
+    return [
+        {"quantity": "query tokens x key tokens", "value": f"{cost.n_queries:,} x {cost.n_keys:,}"},
+        {"quantity": "attended pairs (per head and sample)", "value": f"{cost.attended_pairs:,}"},
+        {"quantity": "sparsity", "value": f"{cost.sparsity:.2%}"},
+        {"quantity": "attention FLOPs", "value": f"{cost.attention_flops:.3g}"},
+        {"quantity": "projection FLOPs", "value": f"{cost.projection_flops:.3g}"},
+        {"quantity": "dense bool mask", "value": format_bytes(cost.dense_mask_bytes)},
+        {"quantity": "dense float mask (SDPA on CPU)", "value": format_bytes(cost.dense_float_mask_bytes)},
+        {"quantity": "per-pattern extra activations", "value": format_bytes(cost.per_pattern_bytes)},
+    ]
+
+
+def backend_table(timings: list[BackendTiming]) -> list[dict[str, str]]:
+    """Backends with time, speed relative to per-pattern MixedAttention, and output agreement."""
+    reference = next((t.seconds for t in timings if t.available and t.seconds), None)
+    rows = []
+    for timing in timings:
+        if not timing.available or timing.seconds is None:
+            rows.append(
+                {"backend": timing.name, "time": "—", "vs per-pattern": "—", "max |diff|": "—", "note": timing.note}
+            )
+            continue
+        ratio = f"{timing.seconds / reference:.2f}x" if reference else "—"
+        rows.append(
+            {
+                "backend": timing.name,
+                "time": format_seconds(timing.seconds),
+                "vs per-pattern": ratio,
+                "max |diff|": f"{timing.max_abs_diff:.2e}",
+                "note": timing.note,
+            }
+        )
+    return rows
+
+
+def scenario_summary(layout: TokenLayout, mask: GroupMask) -> str:
+    """One line: groups, tokens, patterns, attended pairs and sparsity."""
+    cached = sum(1 for g in layout.groups if g.cached)
+    cache_text = f" ({cached} cached)" if cached else ""
+    return (
+        f"{len(layout.groups)} groups{cache_text}, {layout.n_queries:,} query x {layout.n_keys:,} key tokens, "
+        f"{len(layout.patterns)} patterns, {mask.total_pairs:,} attended pairs, sparsity {1 - mask.density:.1%}"
+    )
