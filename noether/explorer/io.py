@@ -185,7 +185,7 @@ def _parse_json(text: str) -> tuple[Any, list[Problem]]:
     except RecursionError:
         return None, [_too_deep_problem(_DOCUMENT)]
     except ValueError as exc:  # e.g. an integer with more digits than Python converts
-        return None, [Problem(_DOCUMENT, f"could not be read: {exc}.", "Use ordinary numbers and text.")]
+        return None, [Problem(_DOCUMENT, f"could not be read ({_short_error(exc)}).", "Use ordinary numbers.")]
     problem = _json_limits(document)
     return (None, [problem]) if problem else (document, [])
 
@@ -252,28 +252,95 @@ def _mark_where(mark: Any) -> str:
 
 
 def _parse_yaml(text: str) -> tuple[Any, list[Problem]]:
-    loader = _BoundedSafeLoader(text)
+    try:
+        loader = _BoundedSafeLoader(text)  # the reader already refuses control characters here
+    except yaml.reader.ReaderError as exc:
+        return None, [_reader_error_problem(text, exc)]
     try:
         node = loader.get_single_node()
-        if node is None:
+        if node is None or _is_empty_document(node):
             return _NO_DOCUMENT, []
         _check_node_graph(node)
-        return loader.construct_document(node), []
+        return _construct(loader, node)
     except _DocumentRefused as exc:
         return None, [exc.problem]
     except yaml.MarkedYAMLError as exc:
         return None, [_yaml_error_problem(exc)]
-    except yaml.YAMLError as exc:  # reader errors (control characters) carry a position but no mark
-        return None, [Problem(_DOCUMENT, f"is not valid YAML: {exc}.", "Remove the offending character.")]
+    except yaml.reader.ReaderError as exc:
+        return None, [_reader_error_problem(text, exc)]
+    except yaml.YAMLError as exc:
+        return None, [Problem(_DOCUMENT, f"is not valid YAML: {exc}.", "Check the file is a plain YAML mapping.")]
     except RecursionError:
         return None, [_too_deep_problem(_DOCUMENT)]
     finally:
         loader.dispose()
 
 
+def _is_empty_document(node: yaml.Node) -> bool:
+    """A document of only '---' (or comments) composes to an implicit, empty null."""
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null" and node.value == ""
+
+
+def _construct(loader: yaml.SafeLoader, node: yaml.Node) -> tuple[Any, list[Problem]]:
+    try:
+        return loader.construct_document(node), []
+    except yaml.YAMLError:
+        raise
+    except Exception as exc:
+        # SafeConstructor turns scalars into Python values with int(), float(), date() and base64, which raise
+        # ValueError and friends for text like "!!int abc", "2024-13-45" or a 5,000-digit number.
+        culprit = _unconvertible_scalar(node) or node
+        return None, [
+            Problem(
+                _mark_where(culprit.start_mark),
+                f"has a value YAML cannot convert ({_short_error(exc)}).",
+                "Quote the value to make it text, or write an ordinary number.",
+            )
+        ]
+
+
+def _unconvertible_scalar(root: yaml.Node) -> yaml.Node | None:
+    """The first scalar that SafeConstructor cannot convert on its own, to point at it."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                yaml.constructor.SafeConstructor().construct_object(node)
+            except Exception:
+                return node
+        stack.extend(reversed(_node_children(node)))
+    return None
+
+
+def _short_error(exc: Exception) -> str:
+    text = str(exc)
+    if "digits" in text and "limit" in text:
+        return "a number with more than 4,300 digits"
+    return f"{type(exc).__name__}: {text[:120]}"
+
+
+def _reader_error_problem(text: str, exc: yaml.reader.ReaderError) -> Problem:
+    line = text.count("\n", 0, exc.position) + 1
+    column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+    character = exc.character if isinstance(exc.character, str) else chr(exc.character)
+    return Problem(
+        _at(line, column),
+        f"contains the control character U+{ord(character):04X}, which YAML does not allow.",
+        'Remove it (or write it as an escape inside double quotes, e.g. "\\t").',
+    )
+
+
 def _yaml_error_problem(exc: yaml.MarkedYAMLError) -> Problem:
     mark = exc.problem_mark or exc.context_mark
-    what = " ".join(part for part in (exc.context, exc.problem) if part)
+    what = exc.problem or exc.context or "unreadable"
+    if exc.context and exc.problem:
+        where = f" at {_mark_where(exc.context_mark)}" if exc.context_mark and exc.context_mark != mark else ""
+        what = f"{exc.context}{where}; {exc.problem}"
     hint = "Check the indentation, colons and quotes here or on the line before."
     if exc.problem and "constructor" in exc.problem:
         hint = "Only plain YAML is accepted (no !!python or other tags); remove the tag."
@@ -597,6 +664,7 @@ def dump_python(scenario: Scenario) -> str:
     cached = [name for name, size in specs if size is None]
     input_tokens = sum(size for _, size in specs if size is not None)
     patterns_argument = ", attention_patterns" if kind == "mixed" else ""
+    schema_imports = "AttentionPattern, TokenSpec" if kind == "mixed" else "TokenSpec"
 
     lines = [
         '"""Attention scenario exported by noether-explorer: runs the layer once on random input, prints the shape.',
@@ -606,7 +674,7 @@ def dump_python(scenario: Scenario) -> str:
         "",
         "import torch",
         "",
-        "from noether.core.schemas.modules.attention import AttentionPattern, TokenSpec",
+        f"from noether.core.schemas.modules.attention import {schema_imports}",
     ]
     if use_rope:
         lines.append("from noether.core.schemas.modules.layers import RopeFrequencyConfig")
@@ -632,7 +700,7 @@ def dump_python(scenario: Scenario) -> str:
         lines += ["attention_patterns = [", *pattern_lines, "]"]
     else:
         lines += [f"# {module_class} generates its patterns from the branches; for these groups they are:"]
-        lines += [f"#{line}" for line in pattern_lines]
+        lines += [f"#   {line.strip()}" for line in pattern_lines]
     lines += [
         *_call("config = " + config_class, _config_kwargs(scenario)),
         f"module = {module_class}(config).to(device=device, dtype=dtype).eval()",

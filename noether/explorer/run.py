@@ -199,8 +199,11 @@ class ExplorerRun:
         return guard.BYTES_PER_ELEMENT.get(self.dtype, 4)
 
     def setup_estimate(self) -> guard.Estimate:
-        batch, hidden = self.scenario.run.batch_size, self.scenario.attention.hidden_dim
-        inputs = batch * self.layout.n_keys * (hidden * self._element_bytes + 3 * 4 + 8)
+        attention = self.scenario.attention
+        per_token = 3 * attention.hidden_dim * 4 + 3 * 4  # features with their fp32 intermediates, positions
+        if attention.use_rope:
+            per_token += (attention.head_dim or 0) * 4  # complex64 rotations, head_dim // 2 of them
+        inputs = self.scenario.run.batch_size * self.layout.n_keys * per_token
         return guard.Estimate("building the inputs", inputs, guard.estimate_seconds(self.device, 0, inputs / 4))
 
     def forward_estimate(self) -> guard.Estimate:
@@ -225,7 +228,7 @@ class ExplorerRun:
         return guard.Estimate(
             "the attention-weight maps",
             maps + keys + received + chunk + self.forward_estimate().bytes // 4,
-            guard.estimate_seconds(self.device, cost.attention_flops / 2, elements * (3 + 4 * options.row_stats)),
+            guard.estimate_seconds(self.device, 0.0, elements * (1 + options.row_stats)),
         )
 
     def dense_estimate(self) -> guard.Estimate:
@@ -238,6 +241,15 @@ class ExplorerRun:
             guard.estimate_seconds(
                 self.device, 4.0 * batch * cost.n_queries * cost.n_keys * self.scenario.attention.hidden_dim
             ),
+        )
+
+    def flex_estimate(self) -> guard.Estimate:
+        """create_block_mask evaluates the mask over every (query, key) pair before it compresses it to blocks."""
+        cost = self.cost()
+        return guard.Estimate(
+            "building a FlexAttention block mask",
+            2 * cost.dense_mask_bytes + self.forward_estimate().bytes,
+            guard.estimate_seconds(self.device, cost.attention_flops, cost.dense_mask_bytes),
         )
 
     # ---------------------------------------------------------------- results
@@ -378,11 +390,11 @@ class ExplorerRun:
                     }
 
                 def refuse(name: str) -> str | None:
-                    if name == "dense":
-                        try:
-                            self.check(self.dense_estimate())
-                        except ExplorerError as exc:
-                            return str(exc.problems[0])
+                    estimate = self.dense_estimate() if name == "dense" else self.flex_estimate()
+                    try:
+                        self.check(estimate)
+                    except ExplorerError as exc:
+                        return str(exc.problems[0])
                     return None
 
                 self._cache[key] = time_backends(

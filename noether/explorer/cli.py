@@ -1,0 +1,439 @@
+"""The noether-explorer command line: validate, export, schema, render and bench scenario files.
+
+Exit codes: 0 ok, 1 invalid input or refused, 2 usage error. Problems go to stderr as ``FILE: where: message hint``;
+bad input never produces a traceback.
+"""
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import tempfile
+import unicodedata
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from noether.explorer.problems import Problem
+    from noether.explorer.scenario import Scenario, ScenarioReport
+
+# The engine (and torch) is imported inside the commands, so that --help and usage errors answer at once.
+
+PROG = "noether-explorer"
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+MAX_PROBLEMS_SHOWN = 100
+"""Problems printed per file; a file of thousands of broken items is summarised after this many."""
+
+EXPORT_FORMATS = ("json", "yaml", "python")
+_EXPORT_SUFFIXES = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".py": "python"}
+_STDIN = "-"
+
+Progress = Callable[[str], None]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (argparse exits with 2 on usage errors)."""
+    args = build_parser().parse_args(argv)
+    _make_streams_safe()
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        _err(f"{PROG}: interrupted.")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); stop quietly instead of failing again while flushing.
+        _silence_stdout()
+        return EXIT_INVALID
+    except Exception as exc:  # last resort: one line instead of a traceback; tests prove bad input never gets here
+        _err(f"{PROG}: internal error ({type(exc).__name__}: {_printable(str(exc))}); please report it with the input.")
+        return EXIT_INVALID
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with all subcommands."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Validate, export, render and benchmark attention-pattern scenarios of Noether transformers.",
+        epilog="Exit codes: 0 ok, 1 invalid input or refused, 2 usage error. Run '%(prog)s COMMAND --help' for more.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_validate(commands)
+    _add_export(commands)
+    _add_schema(commands)
+    _add_render(commands)
+    _add_bench(commands)
+    return parser
+
+
+def _add_validate(commands: Any) -> None:
+    sub = commands.add_parser(
+        "validate",
+        help="check scenario files and summarise them",
+        description="Check scenario files (.yaml, .yml or .json; '-' reads stdin). Prints one summary line per valid "
+        "file; every problem goes to stderr as 'FILE: where: message hint'. Exit 1 when any file is invalid.",
+    )
+    sub.add_argument("files", nargs="+", metavar="FILE", help="scenario files to check")
+    sub.add_argument("-q", "--quiet", action="store_true", help="print only problems, no summary lines")
+    sub.set_defaults(handler=_validate_command)
+
+
+def _add_export(commands: Any) -> None:
+    sub = commands.add_parser(
+        "export",
+        help="write a scenario as canonical JSON or YAML, or as a runnable Python snippet",
+        description="Validate FILE and write it in canonical form (the same scenario always gives the same text).",
+    )
+    sub.add_argument("file", metavar="FILE", help="scenario file ('-' reads stdin)")
+    sub.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        help="output format; defaults to the extension of --out (.json, .yaml/.yml, .py)",
+    )
+    sub.add_argument("-o", "--out", metavar="OUT", help="output file (default: stdout)")
+    sub.set_defaults(handler=_export_command, parser=sub)
+
+
+def _add_schema(commands: Any) -> None:
+    sub = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of scenario files",
+        description="Print the JSON Schema of scenario files, e.g. for editor completion.",
+    )
+    sub.add_argument("-o", "--out", metavar="OUT", help="output file (default: stdout)")
+    sub.set_defaults(handler=_schema_command)
+
+
+def _add_run_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("file", metavar="FILE", help="scenario file")
+    sub.add_argument(
+        "--memory-budget",
+        type=_positive_float,
+        metavar="MB",
+        help="largest working memory the engine may use, in MiB (default: the engine's choice)",
+    )
+    sub.add_argument("--weights", metavar="CKPT", help="checkpoint (.safetensors or .pt) with the attention weights")
+    sub.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+
+
+def _add_render(commands: Any) -> None:
+    sub = commands.add_parser(
+        "render",
+        help="draw the attention mask or weights to a PNG or HTML file",
+        description="Run the scenario and draw its attention mask or weights, pooled to at most --pixels per axis.",
+    )
+    _add_run_options(sub)
+    sub.add_argument("--view", choices=("mask", "weights"), default="mask", help="what to draw (default: mask)")
+    sub.add_argument(
+        "--head", type=_head, default="mean", metavar="H|mean", help="attention head to draw (default: mean)"
+    )
+    sub.add_argument(
+        "--pooling", choices=("mean", "max"), default="mean", help="how token blocks pool into pixels (default: mean)"
+    )
+    sub.add_argument("--batch", type=_non_negative_int, default=0, metavar="B", help="batch sample to draw (default 0)")
+    sub.add_argument(
+        "--pixels", type=_positive_int, default=1024, metavar="N", help="most pixels per axis (default: 1024)"
+    )
+    sub.add_argument("--out", type=_render_output, required=True, metavar="OUT.png|OUT.html", help="output file")
+    sub.set_defaults(handler=_render_command)
+
+
+def _add_bench(commands: Any) -> None:
+    sub = commands.add_parser(
+        "bench",
+        help="time the attention layer of a scenario",
+        description="Run the scenario's attention layer repeatedly and report time and memory.",
+    )
+    _add_run_options(sub)
+    sub.add_argument("--repeats", type=_positive_int, default=5, metavar="N", help="timed runs (default: 5)")
+    sub.set_defaults(handler=_bench_command)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("noether-attention-explorer")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# Argument types ------------------------------------------------------------------------------------------------------
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _whole_number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _head(text: str) -> int | str:
+    return "mean" if text == "mean" else _non_negative_int(text)
+
+
+def _render_output(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in (".png", ".html"):
+        raise argparse.ArgumentTypeError(f"'{text}' must end in .png or .html")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _validate_command(args: argparse.Namespace) -> int:
+    invalid = 0
+    for path in args.files:
+        report = _load(path)
+        _print_problems(path, report.problems)
+        if not report.ok or report.scenario is None:
+            invalid += 1
+        elif not args.quiet:
+            _out(f"{_printable(path)}: ok: {scenario_summary(report.scenario)}")
+    if len(args.files) > 1:
+        _err(f"{PROG}: {invalid} of {len(args.files)} files invalid." if invalid else f"{PROG}: all files valid.")
+    return EXIT_INVALID if invalid else EXIT_OK
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    from noether.explorer.io import dump_json, dump_python, dump_yaml
+
+    fmt = args.format or (_EXPORT_SUFFIXES.get(Path(args.out).suffix.lower()) if args.out else None)
+    if fmt is None:
+        args.parser.error("give --format json|yaml|python (or an --out file ending in .json, .yaml, .yml or .py)")
+    report = _load(args.file)
+    _print_problems(args.file, report.problems)
+    if not report.ok or report.scenario is None:
+        return EXIT_INVALID
+    dump = {"json": dump_json, "yaml": dump_yaml, "python": dump_python}[fmt]
+    return _emit(dump(report.scenario), args.out)
+
+
+def _schema_command(args: argparse.Namespace) -> int:
+    from noether.explorer.io import scenario_json_schema
+
+    return _emit(json.dumps(scenario_json_schema(), indent=2, ensure_ascii=False) + "\n", args.out)
+
+
+def _render_command(args: argparse.Namespace) -> int:
+    return _run_engine(args, "render", render_scenario)
+
+
+def _bench_command(args: argparse.Namespace) -> int:
+    return _run_engine(args, "bench", bench_scenario)
+
+
+def _run_engine(
+    args: argparse.Namespace, command: str, action: Callable[["Scenario", argparse.Namespace, Progress], int]
+) -> int:
+    """Validate the file, check the inputs the engine will read, then run ``action`` with progress on stderr."""
+    from noether.explorer.problems import ExplorerError
+
+    report = _load(args.file)
+    _print_problems(args.file, report.problems)
+    if not report.ok or report.scenario is None:
+        return EXIT_INVALID
+    if args.weights is not None and not Path(args.weights).is_file():
+        _err(f"{_printable(args.weights)}: --weights: no such file. Give the path of a checkpoint file.")
+        return EXIT_INVALID
+    progress = _progress(quiet=args.quiet)
+    try:
+        return action(report.scenario, args, progress)
+    except ExplorerError as exc:
+        _print_problems(args.file, exc.problems)
+        return EXIT_INVALID
+    except NotImplementedError:
+        _err(f"{PROG} {command}: not available in this version yet.")
+        return EXIT_INVALID
+
+
+# LEAD: fill in render_scenario and bench_scenario with the engine (noether/explorer/run.py). They receive a scenario
+# that validated cleanly; raise ExplorerError for refusals (e.g. over the memory budget) and they print as problems.
+
+
+def render_scenario(scenario: "Scenario", args: argparse.Namespace, progress: Progress) -> int:
+    """Draw the scenario (args: view, head, pooling, batch, pixels, weights, memory_budget [MiB], out); exit code.
+
+    Expected shape: ``ExplorerRun(scenario, memory_budget=...)``, the figure for ``args.view``, then the PNG or
+    HTML writer for ``args.out``; call ``progress("...")`` between the long steps.
+    """
+    raise NotImplementedError("render_scenario: the lead wires it to noether.explorer.run")
+
+
+def bench_scenario(scenario: "Scenario", args: argparse.Namespace, progress: Progress) -> int:
+    """Time the scenario (args: repeats, weights, memory_budget [MiB]); print the results to stdout; exit code."""
+    raise NotImplementedError("bench_scenario: the lead wires it to noether.explorer.run")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _load(path: str) -> "ScenarioReport":
+    from noether.explorer.io import MAX_SCENARIO_BYTES, load_scenario_bytes, load_scenario_file
+
+    if path == _STDIN:
+        data = sys.stdin.buffer.read(MAX_SCENARIO_BYTES + 1)
+        return load_scenario_bytes(data, name="<stdin>")
+    return load_scenario_file(path)
+
+
+def scenario_summary(scenario: "Scenario") -> str:
+    """One line: kind, groups, tokens, patterns, attended pairs and density of the full query x key matrix."""
+    from noether.explorer.layout import TokenLayout
+
+    layout = TokenLayout.from_scenario(scenario)
+    cached = len(scenario.cached_names())
+    pairs, density = _attended(layout)
+    return (
+        f"{scenario.attention.kind}, {_count(len(scenario.token_specs), 'group')} ({cached} cached), "
+        f"{_count(layout.n_queries, 'query token')} x {_count(layout.n_keys, 'key')}, "
+        f"{_count(len(scenario.patterns()), 'pattern')}, {_count(pairs, 'attended pair')} (density {density:.2%})"
+    )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
+
+
+def _attended(layout: Any) -> tuple[int, float]:
+    """Attended (query, key) pairs and their share of the full matrix, from the group structure."""
+    from noether.explorer.masks import group_mask
+
+    try:
+        mask = group_mask(layout)
+        return mask.total_pairs, mask.density
+    except OverflowError:
+        # Sizes beyond int64: count with Python integers instead.
+        queries, groups = layout.query_groups, layout.groups
+        pairs = sum(
+            queries[i].size * groups[j].real_keys
+            for i in range(len(queries))
+            for j in range(len(groups))
+            if layout.allowed[i, j]
+        )
+        cells = layout.n_queries * layout.n_keys
+        return pairs, (pairs / cells if cells else 0.0)
+
+
+def _print_problems(label: str, problems: Sequence["Problem"]) -> None:
+    label = _printable(label)
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
+        prefix = f"{label}: warning: " if problem.severity == "warning" else f"{label}: "
+        _err(prefix + _printable(str(problem)))
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        _err(f"{label}: ... and {len(problems) - MAX_PROBLEMS_SHOWN} more problems not shown.")
+
+
+def _printable(text: str) -> str:
+    """Escape control, format and separator characters so that a name cannot rewrite the terminal or split lines."""
+    return "".join(
+        f"\\u{ord(char):04x}" if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") else char
+        for char in text
+    )
+
+
+def _emit(text: str, out: str | None) -> int:
+    if out is None:
+        _write_stdout(text)
+        return EXIT_OK
+    try:
+        _write_atomically(Path(out), text)
+    except OSError as exc:
+        _err(f"{_printable(out)}: cannot write ({exc.strerror or exc}). Check the folder exists and is writable.")
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder, so that a failed write never leaves half a file."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _write_stdout(text: str) -> None:
+    """Exports are UTF-8 whatever the terminal's encoding, so that piping them to a file keeps them exact."""
+    stream = sys.stdout
+    encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    buffer = getattr(stream, "buffer", None)
+    if encoding != "utf8" and buffer is not None:
+        stream.flush()
+        buffer.write(text.encode("utf-8"))
+        buffer.flush()
+    else:
+        stream.write(text)
+        stream.flush()
+
+
+def _make_streams_safe() -> None:
+    # A name the terminal's encoding cannot show is escaped rather than crashing the command.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _progress(quiet: bool) -> Progress:
+    def report(message: str) -> None:
+        if not quiet:
+            _err(f"{PROG}: {message}")
+
+    return report
+
+
+def _out(line: str) -> None:
+    print(line, file=sys.stdout, flush=True)
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
