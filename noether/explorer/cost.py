@@ -77,6 +77,10 @@ class BackendTiming:
     note: str = ""
 
 
+def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -172,7 +176,7 @@ def time_backends(
                     "dense masked SDPA",
                     True,
                     seconds,
-                    float((out - reference).abs().max()),
+                    _max_abs_diff(out, reference),
                     f"bool mask of {mask.numel():,} cells",
                 )
             )
@@ -221,6 +225,6 @@ def _time_flex(
         "FlexAttention",
         True,
         seconds,
-        float((out.float() - reference.float()).abs().max()),
+        _max_abs_diff(out, reference),
         f"block mask built in {mask_seconds:.1f} s; first call (compile) {compile_seconds:.1f} s",
     )

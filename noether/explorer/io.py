@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from noether.explorer.problems import Problem
+from noether.explorer.problems import Problem, errors
 from noether.explorer.scenario import ANCHOR_CONFIGS, Scenario, ScenarioReport, scenario_to_dict, validate_scenario
 
 Format = Literal["json", "yaml"]
@@ -50,8 +50,8 @@ def load_scenario_file(path: str | os.PathLike[str]) -> ScenarioReport:
         stat = os.stat(path)
     except FileNotFoundError:
         return _refused("does not exist.", "Check the path.")
-    except OSError as exc:
-        return _refused(f"cannot be read ({exc.strerror or exc}).", "Check the path and its permissions.")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL character in the path
+        return _refused(f"cannot be read ({getattr(exc, 'strerror', None) or exc}).", "Check the path.")
     if os.path.isdir(path):
         return _refused("is a directory, not a scenario file.", "Give the path of a .yaml or .json file.")
     # Refuse by size before reading anything, so that a huge file costs nothing.
@@ -80,19 +80,19 @@ def load_scenario_bytes(data: bytes, *, name: str = "<input>", fmt: Format | Non
     if fmt is None and format_for_path(name) is None and chosen == "json" and problems:
         # Sniffed JSON that is not JSON may still be YAML (flow style looks the same); keep the JSON error otherwise.
         yaml_document, yaml_problems = _parse_yaml(text)
-        if not yaml_problems:
-            document, problems = yaml_document, []
-    if problems:
+        if not errors(yaml_problems):
+            chosen, document, problems = "yaml", yaml_document, yaml_problems
+    if errors(problems):
         return ScenarioReport(None, problems)
     if document is _NO_DOCUMENT:
         return _refused("holds no document (only comments or separators).", "Write a mapping that starts 'attention:'.")
-    problems = _unsupported_values(document)
-    if problems:
-        return ScenarioReport(None, problems)
+    unsupported = _unsupported_values(document)
+    if unsupported:
+        return ScenarioReport(None, problems + unsupported)
     report = validate_scenario(document)
     if chosen == "yaml":
         report = ScenarioReport(report.scenario, [_with_yaml_quoting_hint(p) for p in report.problems])
-    return report
+    return ScenarioReport(report.scenario, problems + report.problems)
 
 
 def _refused(message: str, hint: str) -> ScenarioReport:
@@ -107,9 +107,9 @@ def _too_large(size: int) -> ScenarioReport:
 
 
 def _human_size(size: int) -> str:
-    if size >= _MIB:
-        return f"{size / _MIB:.1f} MiB" if size % _MIB else f"{size // _MIB} MiB"
-    return f"{size:,} bytes"
+    if size < _MIB:
+        return f"{size:,} bytes"
+    return f"{size // _MIB} MiB" if size % _MIB == 0 else f"{size / _MIB:.2f} MiB ({size:,} bytes)"
 
 
 def _decode(data: bytes) -> tuple[str, Problem | None]:
@@ -225,13 +225,11 @@ def _too_many_problem(where: str, what: str) -> Problem:
 # YAML ----------------------------------------------------------------------------------------------------------------
 
 
-class _BoundedSafeLoader(yaml.SafeLoader):
-    """SafeLoader that stops composing beyond the node and depth limits (before anything is constructed)."""
+class _Limits(yaml.composer.Composer):
+    """Composer that stops beyond the node and depth limits, before anything is expanded or constructed."""
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._nodes = 0
+    _depth = 0
+    _nodes = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         mark = self.peek_event().start_mark
@@ -247,33 +245,82 @@ class _BoundedSafeLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
+class _PythonLoader(_Limits, yaml.SafeLoader):
+    """Bounded SafeLoader, pure Python."""
+
+
+try:
+    from yaml.cyaml import CParser
+
+    class _LibyamlLoader(_Limits, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):  # type: ignore[misc]
+        """Bounded SafeLoader on libyaml's event parser: the Python composer (with the limits) is kept, scanning is
+        about five times faster."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    _Loader: type = _LibyamlLoader
+except ImportError:  # PyYAML built without libyaml
+    _Loader = _PythonLoader
+
+
 def _mark_where(mark: Any) -> str:
     return _at(mark.line + 1, mark.column + 1) if mark is not None else _DOCUMENT
 
 
 def _parse_yaml(text: str) -> tuple[Any, list[Problem]]:
-    try:
-        loader = _BoundedSafeLoader(text)  # the reader already refuses control characters here
-    except yaml.reader.ReaderError as exc:
-        return None, [_reader_error_problem(text, exc)]
+    control = yaml.reader.Reader.NON_PRINTABLE.search(text)
+    if control is not None:
+        return None, [_control_character_problem(text, control.start())]
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None or _is_empty_document(node):
             return _NO_DOCUMENT, []
         _check_node_graph(node)
-        return _construct(loader, node)
+        document, problems = _construct(loader, node)
+        return document, problems or _boolean_words(node)
     except _DocumentRefused as exc:
         return None, [exc.problem]
     except yaml.MarkedYAMLError as exc:
         return None, [_yaml_error_problem(exc)]
-    except yaml.reader.ReaderError as exc:
-        return None, [_reader_error_problem(text, exc)]
     except yaml.YAMLError as exc:
         return None, [Problem(_DOCUMENT, f"is not valid YAML: {exc}.", "Check the file is a plain YAML mapping.")]
     except RecursionError:
         return None, [_too_deep_problem(_DOCUMENT)]
     finally:
         loader.dispose()
+
+
+_YAML_BOOL = "tag:yaml.org,2002:bool"
+
+
+def _boolean_words(root: yaml.Node) -> list[Problem]:
+    """Warnings for unquoted yes/no/on/off: YAML 1.1 reads them as true/false, which is rarely what was meant."""
+    warnings: list[Problem] = []
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode) and node.tag == _YAML_BOOL and node.value.lower() not in ("true", "false"):
+            spelled = "true" if yaml.constructor.SafeConstructor.bool_values.get(node.value.lower()) else "false"
+            warnings.append(
+                Problem(
+                    _mark_where(node.start_mark),
+                    f"'{node.value}' is read as the boolean {spelled} (YAML 1.1).",
+                    f"Write {spelled} for a switch, or quote it ('{node.value}') for text; a number field would "
+                    f"silently take it as {int(spelled == 'true')}.",
+                    "warning",
+                )
+            )
+        stack.extend(reversed(_node_children(node)))
+    return warnings
 
 
 def _is_empty_document(node: yaml.Node) -> bool:
@@ -324,19 +371,20 @@ def _short_error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[:120]}"
 
 
-def _reader_error_problem(text: str, exc: yaml.reader.ReaderError) -> Problem:
-    line = text.count("\n", 0, exc.position) + 1
-    column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-    character = exc.character if isinstance(exc.character, str) else chr(exc.character)
+def _control_character_problem(text: str, position: int) -> Problem:
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
     return Problem(
         _at(line, column),
-        f"contains the control character U+{ord(character):04X}, which YAML does not allow.",
+        f"contains the control character U+{ord(text[position]):04X}, which YAML does not allow.",
         'Remove it (or write it as an escape inside double quotes, e.g. "\\t").',
     )
 
 
 def _yaml_error_problem(exc: yaml.MarkedYAMLError) -> Problem:
     mark = exc.problem_mark or exc.context_mark
+    if "nesting depth" in (exc.problem or ""):  # libyaml's own limit (1,000 levels) met while scanning ahead
+        return _too_deep_problem(_mark_where(mark))
     what = exc.problem or exc.context or "unreadable"
     if exc.context and exc.problem:
         where = f" at {_mark_where(exc.context_mark)}" if exc.context_mark and exc.context_mark != mark else ""
@@ -344,7 +392,7 @@ def _yaml_error_problem(exc: yaml.MarkedYAMLError) -> Problem:
     hint = "Check the indentation, colons and quotes here or on the line before."
     if exc.problem and "constructor" in exc.problem:
         hint = "Only plain YAML is accepted (no !!python or other tags); remove the tag."
-    elif exc.problem and "single document" in (exc.context or exc.problem):
+    elif "single document" in (exc.context or "") + (exc.problem or ""):
         hint = "Keep one scenario per file (remove the second '---')."
     return Problem(_mark_where(mark), f"is not valid YAML: {what}.", hint)
 
@@ -532,6 +580,14 @@ class _ScenarioDumper(yaml.SafeDumper):
         return True
 
 
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    # PyYAML may write NEL and the Unicode line/paragraph separators raw in plain or single-quoted style, where the
+    # reader turns them into "\n"; double quotes escape them (\N, \L, \P) and keep the text exact.
+    style = '"' if any(char in "\x85\u2028\u2029" for char in data) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_ScenarioDumper.add_representer(str, _represent_str)
 _ScenarioDumper.add_representer(
     _FlowMap, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
 )
@@ -547,10 +603,9 @@ def dump_yaml(scenario: Scenario) -> str:
     data["attention_patterns"] = [
         {key: _FlowList(names) for key, names in pattern.items()} for pattern in data["attention_patterns"]
     ]
-    text = yaml.dump(
+    return yaml.dump(
         data, Dumper=_ScenarioDumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120
     )
-    return text
 
 
 def scenario_json_schema() -> dict[str, Any]:
@@ -570,6 +625,9 @@ def scenario_json_schema() -> dict[str, Any]:
             },
         ]
     }
+    # validate_scenario reads an empty `run:` or `attention_patterns:` (null) as the default.
+    for key in ("attention_patterns", "run"):
+        schema["properties"][key] = {"anyOf": [schema["properties"][key], {"type": "null"}]}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
@@ -606,16 +664,14 @@ def upstream_payload(scenario: Scenario) -> dict[str, Any]:
 # Python snippet ------------------------------------------------------------------------------------------------------
 
 
-def _call(name: str, kwargs: dict[str, Any], indent: str = "") -> list[str]:
-    """``name(key=value, ...)`` one argument a line; keys that are not identifiers go through ``**{...}``."""
+def _call_lines(call: str, kwargs: dict[str, Any]) -> list[str]:
+    """``call(key=value, ...)`` one argument a line; keys that are not identifiers go through ``**{...}``."""
     plain = {k: v for k, v in kwargs.items() if k.isidentifier() and not keyword.iskeyword(k)}
     other = {k: v for k, v in kwargs.items() if k not in plain}
-    lines = [f"{indent}{name}("]
-    lines += [f"{indent}    {key}={value!r}," for key, value in plain.items()]
+    lines = [f"{call}(", *(f"    {key}={value!r}," for key, value in plain.items())]
     if other:
-        lines.append(f"{indent}    **{other!r},")
-    lines.append(f"{indent})")
-    return lines
+        lines.append(f"    **{other!r},")
+    return [*lines, ")"]
 
 
 def _device_expression(device: str) -> str:
@@ -635,19 +691,29 @@ def _spec_lines(specs: list[tuple[str, int | None]], comment_cached: bool) -> li
     return lines
 
 
+def _rope_position_dim(head_dim: int) -> int:
+    # RopeFrequency needs at least two features per coordinate axis: 3-D positions from head_dim 6 on.
+    return max(1, min(3, head_dim // 2))
+
+
 def _rope_lines(head_dim: int) -> list[str]:
+    # Complex rotations pair up features, so an odd head_dim takes the per-axis ("real") implementation.
     implementation = "complex" if head_dim % 2 == 0 else "real"
+    position_dim = _rope_position_dim(head_dim)
     return [
-        "# RoPE rotates queries and keys by each token's position (random 3-D positions here).",
+        f"# RoPE rotates queries and keys by each token's position (random {position_dim}-D positions here).",
         "rope = RopeFrequency(",
-        f"    RopeFrequencyConfig(hidden_dim={head_dim}, input_dim=3, implementation={implementation!r})",
+        f"    RopeFrequencyConfig(hidden_dim={head_dim}, input_dim={position_dim}, implementation={implementation!r})",
         ").to(device)",
         "",
     ]
 
 
-def _freqs_argument(use_rope: bool, tokens: int) -> str:
-    return f", freqs=rope(torch.rand(batch_size, {tokens}, 3, device=device))" if use_rope else ""
+def _freqs_argument(head_dim: int | None, tokens: int) -> str:
+    """The ``freqs=...`` argument of a forward call when the scenario uses RoPE (head_dim given), else ''."""
+    if head_dim is None:
+        return ""
+    return f", freqs=rope(torch.rand(batch_size, {tokens}, {_rope_position_dim(head_dim)}, device=device))"
 
 
 def dump_python(scenario: Scenario) -> str:
@@ -660,6 +726,7 @@ def dump_python(scenario: Scenario) -> str:
     hidden_dim, num_heads = attention["hidden_dim"], attention["num_heads"]
     head_dim = hidden_dim // num_heads
     use_rope = bool(attention["use_rope"])
+    rope_dim = head_dim if use_rope else None
     specs = [(item["name"], item["size"]) for item in data["token_specs"]]
     cached = [name for name, size in specs if size is None]
     input_tokens = sum(size for _, size in specs if size is not None)
@@ -702,14 +769,14 @@ def dump_python(scenario: Scenario) -> str:
         lines += [f"# {module_class} generates its patterns from the branches; for these groups they are:"]
         lines += [f"#   {line.strip()}" for line in pattern_lines]
     lines += [
-        *_call("config = " + config_class, _config_kwargs(scenario)),
+        *_call_lines(f"config = {config_class}", _config_kwargs(scenario)),
         f"module = {module_class}(config).to(device=device, dtype=dtype).eval()",
         "",
     ]
     if use_rope:
         lines += _rope_lines(head_dim)
     if cached:
-        lines += _cached_pass_lines(scenario, specs, cached, patterns_argument, use_rope, head_dim)
+        lines += _cached_pass_lines(scenario, specs, cached, patterns_argument, rope_dim)
     extra_arguments = ", kv_cache=kv_cache" if cached else ""
     if run["padding"]:
         lines += [
@@ -721,7 +788,7 @@ def dump_python(scenario: Scenario) -> str:
             "]).expand(batch_size, -1)",
         ]
         extra_arguments += ", key_padding_mask=key_padding_mask"
-    extra_arguments += _freqs_argument(use_rope, input_tokens)
+    extra_arguments += _freqs_argument(rope_dim, input_tokens)
     lines += [
         f"x = torch.randn(batch_size, {input_tokens}, {hidden_dim}, device=device, dtype=dtype)",
         "with torch.no_grad():",
@@ -736,11 +803,11 @@ def _cached_pass_lines(
     specs: list[tuple[str, int | None]],
     cached: list[str],
     patterns_argument: str,
-    use_rope: bool,
-    head_dim: int,
+    rope_dim: int | None,
 ) -> list[str]:
     """Pass 1 (the anchor pass) that fills kv_cache for the cached groups of pass 2."""
     hidden_dim, num_heads = scenario.attention.hidden_dim, scenario.attention.num_heads
+    head_dim = hidden_dim // num_heads
     anchor_specs = [(name, scenario.cache_size(name) if size is None else size) for name, size in specs]
     anchor_tokens = sum(size for _, size in anchor_specs if size is not None)
     from_pass = [name for name in cached if "_anchor" in name]
@@ -755,7 +822,7 @@ def _cached_pass_lines(
         f"anchor_x = torch.randn(batch_size, {anchor_tokens}, {hidden_dim}, device=device, dtype=dtype)",
         "with torch.no_grad():",
         f"    _, new_kv_cache = module(anchor_x, anchor_specs{patterns_argument}"
-        f"{_freqs_argument(use_rope, anchor_tokens)})",
+        f"{_freqs_argument(rope_dim, anchor_tokens)})",
         f"kv_cache = {{name: new_kv_cache[name] for name in {from_pass!r}}}",
     ]
     if stand_ins:

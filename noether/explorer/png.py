@@ -29,8 +29,11 @@ def _normalise(
         positive = z[z > 0]
         floor = float(positive.min()) if positive.size else 1e-12
         z = np.log10(np.maximum(z, floor))
-    lo = float(np.nanmin(z)) if zmin is None else (np.log10(zmin) if log and zmin > 0 else zmin)
-    hi = float(np.nanmax(z)) if zmax is None else (np.log10(zmax) if log and zmax > 0 else zmax)
+        # Limits at or below zero have no logarithm: clamp them to the smallest positive value, as plotly does.
+        zmin = None if zmin is None else float(np.log10(max(zmin, floor)))
+        zmax = None if zmax is None else float(np.log10(max(zmax, floor)))
+    lo = float(np.nanmin(z)) if zmin is None else zmin
+    hi = float(np.nanmax(z)) if zmax is None else zmax
     span = hi - lo if hi > lo else 1.0
     return np.clip((z - lo) / span, 0.0, 1.0), lo, hi
 

@@ -42,7 +42,14 @@ def errors(problems: Iterable[Problem]) -> list[Problem]:
     return [p for p in problems if p.severity == "error"]
 
 
+MAX_SUGGESTION_OPTIONS = 500
+"""Above this many candidates a suggestion is skipped: fuzzy matching is quadratic and must never stall validation."""
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """A ' Did you mean 'x'?' suffix when ``word`` is close to one of ``options``, else ''."""
-    matches = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    candidates = list(options)
+    if len(candidates) > MAX_SUGGESTION_OPTIONS or len(word) > 200:
+        return ""
+    matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f" Did you mean '{matches[0]}'?" if matches else ""

@@ -27,6 +27,13 @@ InputMode = Literal["random", "point_cloud"]
 WeightsMode = Literal["init", "spatial"]
 DTypeName = Literal["float32", "float64", "bfloat16", "float16"]
 
+MAX_GROUPS = 1000
+"""Token groups per scenario; group-level matrices are (groups x groups)."""
+MAX_TOTAL_TOKENS = 2**31 - 1
+"""Tokens on the key axis; keeps every (queries x keys) count inside int64. Larger is refused outright."""
+MIN_WAVE_DIM = 6
+"""Smallest feature count that sine-cosine waves over 3-D positions can fill (one sin/cos pair per axis)."""
+
 DEFAULT_CACHE_SIZE = 1024
 """Tokens simulated for a cached group (size null) unless run.kv_cache_sizes names another count."""
 
@@ -52,7 +59,7 @@ class ScenarioAttention(AttentionConfig):
 class RunSettings(BaseModel):
     """How the explorer runs a scenario: inputs, seed, device, cache and padding simulation."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     seed: int = Field(0, ge=0, le=2**32 - 1)
     """Seed of the module initialisation and of the inputs; the same seed gives the same picture."""
@@ -96,7 +103,7 @@ def _token_items(value: Any) -> Any:
 class Scenario(BaseModel):
     """A complete, portable description of an attention layer to explore."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     attention: ScenarioAttention
     """Attention config (AttentionConfig fields, extras allowed) plus ``kind``."""
@@ -168,6 +175,7 @@ _HINTS = {
     "less_than_equal": "Use a smaller value.",
     "sequence_str": "Write a list, e.g. [surface_anchors].",
     "string_pattern_mismatch": "Use auto, cpu, cuda, cuda:N or mps.",
+    "literal_error": "Use one of the listed values.",
 }
 
 
@@ -226,19 +234,97 @@ def _check_attention(data: Any) -> tuple[ScenarioAttention | None, list[Problem]
                 f"Use one of {list(SUPPORTED_INIT_MODES)}.",
             )
         )
+    head_dim = attention.head_dim or 0
+    if attention.use_rope and (head_dim % 2 or head_dim < MIN_WAVE_DIM):
+        problems.append(
+            Problem(
+                "attention.use_rope",
+                f"RoPE rotates feature pairs of each head over 3-D positions, so the head dimension "
+                f"(hidden_dim / num_heads = {head_dim}) must be even and at least {MIN_WAVE_DIM}.",
+                "Raise hidden_dim, lower num_heads, or turn use_rope off.",
+            )
+        )
     if attention.kind != "mixed":
         config_cls = ANCHOR_CONFIGS[attention.kind]
         anchor, anchor_problems = _parse(config_cls, attention.model_dump(), "attention")
         problems += anchor_problems
-        if anchor is not None and attention.kind != "self_anchor" and len(anchor.branches) < 2:
-            problems.append(
-                Problem(
-                    "attention.branches",
-                    f"{attention.kind} needs at least two branches, got {anchor.branches}.",
-                    "Add a branch or use kind: self_anchor.",
-                )
-            )
+        if anchor is not None:
+            problems += _branch_problems(attention.kind, anchor.branches)
     return attention, problems
+
+
+def _branch_problems(kind: str, branches: Sequence[str]) -> list[Problem]:
+    """Branches own groups by name prefix: they must be distinct, non-empty, and no one a prefix of another."""
+    problems = []
+    if kind != "self_anchor" and len(branches) < 2:
+        problems.append(
+            Problem(
+                "attention.branches",
+                f"{kind} needs at least two branches, got {list(branches)}.",
+                "Add a branch or use kind: self_anchor.",
+            )
+        )
+    for index, branch in enumerate(branches):
+        if not branch:
+            problems.append(Problem(f"attention.branches[{index}]", "is empty.", "Name the branch, e.g. surface."))
+        elif branch in branches[:index]:
+            problems.append(Problem(f"attention.branches[{index}]", f"'{branch}' is listed twice.", "List it once."))
+        else:
+            longer = [other for other in branches if other != branch and other.startswith(branch)]
+            if longer:
+                problems.append(
+                    Problem(
+                        f"attention.branches[{index}]",
+                        f"'{branch}' is a prefix of {longer}: groups join a branch by name prefix, so "
+                        f"'{longer[0]}…' groups would belong to both.",
+                        "Use branch names where none starts another.",
+                    )
+                )
+    return problems
+
+
+def _unknown_item_keys(item: Any, allowed: Sequence[str], where: str) -> list[Problem]:
+    """Upstream's item models ignore unknown keys; here they are most likely typos or wishes, so say so."""
+    if not isinstance(item, Mapping):
+        return []
+    return [
+        Problem(
+            f"{where}.{key}",
+            "unknown field.",
+            (did_you_mean(str(key), allowed) + f" Allowed: {list(allowed)}.").strip(),
+        )
+        for key in item
+        if key not in allowed
+    ]
+
+
+def _bool_number_problems(data: Mapping[str, Any]) -> list[Problem]:
+    """YAML reads yes/no/on/off as booleans and pydantic would take them as 1/0: refuse them where numbers go."""
+    found: list[tuple[str, Any]] = []
+    attention = data.get("attention")
+    if isinstance(attention, Mapping):
+        found += [(f"attention.{key}", attention.get(key)) for key in ("hidden_dim", "num_heads", "dropout")]
+    specs = data.get("token_specs")
+    if isinstance(specs, list):
+        for index, item in enumerate(specs):
+            normal = _token_item(item)
+            if isinstance(normal, Mapping):
+                found.append((f"token_specs[{index}].size", normal.get("size")))
+    run = data.get("run")
+    if isinstance(run, Mapping):
+        found += [(f"run.{key}", run.get(key)) for key in ("seed", "batch_size")]
+        for table in ("kv_cache_sizes", "padding"):
+            if isinstance(run.get(table), Mapping):
+                found += [(f"run.{table}.{name}", value) for name, value in run[table].items()]
+    return [
+        Problem(
+            where,
+            f"is a boolean ({value!r}), not a number.",
+            "Write the number (YAML reads yes/no/on/off as booleans).",
+        )
+        for where, value in found
+        if isinstance(value, bool)
+    ]
 
 
 def _check_token_specs(data: Any) -> tuple[list[TokenSpec] | None, list[Problem]]:
@@ -246,10 +332,20 @@ def _check_token_specs(data: Any) -> tuple[list[TokenSpec] | None, list[Problem]
         return None, [Problem("token_specs", f"must be a list of groups, got {type(data).__name__}.", _TOKEN_HINT)]
     if not data:
         return None, [Problem("token_specs", "is empty; a scenario needs at least one token group.", _TOKEN_HINT)]
+    if len(data) > MAX_GROUPS:
+        return None, [
+            Problem(
+                "token_specs",
+                f"has {len(data):,} groups; the explorer supports at most {MAX_GROUPS}.",
+                "Merge groups that share a role.",
+            )
+        ]
     specs: list[TokenSpec] = []
     problems: list[Problem] = []
     for index, item in enumerate(data):
         where = f"token_specs[{index}]"
+        if isinstance(item, Mapping) and "name" in item and (len(item) > 1 or isinstance(item["name"], str)):
+            problems += _unknown_item_keys(item, ("name", "size"), where)
         if isinstance(item, Mapping) and len(item) != 1 and "name" not in item:
             problems.append(
                 Problem(
@@ -274,6 +370,15 @@ def _check_token_specs(data: Any) -> tuple[list[TokenSpec] | None, list[Problem]
             problems.append(
                 Problem(where, f"'{spec.name}' is used by {counts[spec.name]} groups.", "Names must be unique.")
             )
+    total = sum(spec.size or 0 for spec in specs)
+    if total > MAX_TOTAL_TOKENS:
+        problems.append(
+            Problem(
+                "token_specs",
+                f"the groups hold {total:,} tokens; the explorer supports at most {MAX_TOTAL_TOKENS:,} in total.",
+                "Use smaller groups.",
+            )
+        )
     if all(spec.size is None for spec in specs):
         problems.append(
             Problem(
@@ -297,9 +402,18 @@ def _check_patterns(data: Any) -> tuple[list[AttentionPattern] | None, list[Prob
                 "Write e.g. [{query_tokens: [a], key_value_tokens: [a]}].",
             )
         ]
+    if len(data) > MAX_GROUPS:
+        return None, [
+            Problem(
+                "attention_patterns",
+                f"has {len(data):,} patterns; at most {MAX_GROUPS} are supported.",
+                "Each group is a query in one pattern, so there are never more patterns than groups.",
+            )
+        ]
     patterns: list[AttentionPattern] = []
     problems: list[Problem] = []
     for index, item in enumerate(data):
+        problems += _unknown_item_keys(item, ("query_tokens", "key_value_tokens"), f"attention_patterns[{index}]")
         pattern, item_problems = _parse(AttentionPattern, item, f"attention_patterns[{index}]")
         problems += item_problems
         if pattern is not None:
@@ -352,7 +466,8 @@ def _pattern_problems(
             query_of.setdefault(name, index)
         known_kv = [name for name in pattern.key_value_tokens if name in sizes]
         has_input_queries = any(sizes.get(name, 0) is not None for name in pattern.query_tokens)
-        if known_kv and has_input_queries:
+        query_tokens = sum(sizes.get(name) or 0 for name in dict.fromkeys(pattern.query_tokens))
+        if known_kv and has_input_queries and query_tokens > 0:
             real_keys = sum(
                 run.kv_cache_sizes.get(name, DEFAULT_CACHE_SIZE)
                 if sizes[name] is None
@@ -431,7 +546,7 @@ def _run_problems(run: RunSettings, specs: Sequence[TokenSpec]) -> list[Problem]
                     f"Use at most {sizes[name]}.",
                 )
             )
-    if run.padding and cached:
+    if any(run.padding.values()) and cached:
         problems.append(
             Problem(
                 "run.padding",
@@ -462,10 +577,26 @@ def _anchor_problems(scenario: Scenario) -> list[Problem]:
     return []
 
 
+def _input_problems(scenario: Scenario) -> list[Problem]:
+    if scenario.run.inputs == "point_cloud" and scenario.attention.hidden_dim < MIN_WAVE_DIM:
+        return [
+            Problem(
+                "run.inputs",
+                f"point-cloud features are sine-cosine waves over 3-D positions and need "
+                f"hidden_dim >= {MIN_WAVE_DIM} (got {scenario.attention.hidden_dim}).",
+                "Raise hidden_dim or use inputs: random.",
+            )
+        ]
+    return []
+
+
 def semantic_problems(scenario: Scenario) -> list[Problem]:
     """Problems of a structurally valid scenario (names, coverage, NaN risks, run settings)."""
-    problems = _run_problems(scenario.run, scenario.token_specs)
+    problems = _run_problems(scenario.run, scenario.token_specs) + _input_problems(scenario)
     if scenario.attention.kind != "mixed":
+        branches, _ = scenario.branches()
+        if not branches or _branch_problems(scenario.attention.kind, branches):
+            return problems  # reported under attention.branches; generated patterns would only echo it
         anchor = _anchor_problems(scenario)
         if anchor:
             return problems + anchor
@@ -501,7 +632,7 @@ def validate_scenario(data: Any) -> ScenarioReport:
                 )
             ],
         )
-    problems: list[Problem] = []
+    problems: list[Problem] = _bool_number_problems(data)
     for key in data:
         if key not in _TOP_LEVEL:
             problems.append(

@@ -68,9 +68,9 @@ def pool_dim(x: torch.Tensor, dim: int, offset: int, factor: int, how: str) -> t
     Returns the global index of the first bin touched and the pooled tensor (partial bins at either end are
     reduced over the tokens present; callers accumulate them with neighbouring chunks).
     """
-    if factor == 1:
-        return offset, x
     n = x.shape[dim]
+    if factor == 1 or n == 0:
+        return offset // factor, x
     head = min((-offset) % factor, n)
     body = (n - head) // factor * factor
     tail = n - head - body
@@ -152,6 +152,8 @@ class _Pass:
         if opts.head_mean_max:
             head_max = pool_dim(weights.mean(1), 1, row0, self.rows.factor, "max")[1]
         for seg in segments:
+            if seg.size == 0:
+                continue
             cols = slice(seg.start, seg.start + seg.size)
             col0, block = pool_dim(summed[..., cols], 3, seg.key_offset, self.cols.factor, "sum")
             _accumulate(self.mean, bin0, col0, block.to(cpu), "sum")

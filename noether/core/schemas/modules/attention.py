@@ -21,7 +21,7 @@ class AttentionConfig(BaseModel):
     serves all of them.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
 
     hidden_dim: int = Field(..., ge=1)
     """Dimensionality of the hidden features."""
@@ -65,6 +65,8 @@ class TokenSpec(BaseModel):
     representations will be loaded from a KV cache instead.
     """
 
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     name: str
     """Semantic identifier of the group, e.g. "surface_anchors"."""
 
@@ -102,6 +104,8 @@ class TokenSpec(BaseModel):
 
 class AttentionPattern(BaseModel):
     """Defines which tokens attend to which other tokens."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     query_tokens: Sequence[str]
     """The token groups that attend to the key/value groups, e.g. ["surface_anchors", "surface_queries"]."""
