@@ -5,10 +5,14 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from PIL import Image
+from safetensors.torch import save_file
 
 from noether.explorer.cli import main
 from noether.explorer.io import load_scenario_bytes
@@ -270,20 +274,97 @@ def test_render_and_bench_refuse_a_missing_checkpoint(capsys, command: list[str]
     assert "--weights: no such file" in err
 
 
-@pytest.mark.skip(reason="render engine (noether/explorer/run.py) is being written by the lead")
-@pytest.mark.parametrize("suffix", [".png", ".html"])
-def test_render_writes_the_picture(capsys, tmp_path: Path, suffix: str):
-    out_path = tmp_path / f"mask{suffix}"
-    code, _, err = run_cli(capsys, "render", str(SMALL), "--view", "mask", "--pixels", "64", "--out", str(out_path))
+@pytest.mark.parametrize("view", ["mask", "weights"])
+def test_render_writes_a_png_without_a_browser(capsys, tmp_path: Path, view: str):
+    out_path = tmp_path / f"{view}.png"
+    code, out, err = run_cli(capsys, "render", str(SMALL), "--view", view, "--pixels", "64", "--out", str(out_path))
     assert code == 0, err
-    assert out_path.stat().st_size > 0
+    with Image.open(out_path) as image:
+        assert image.format == "PNG" and min(image.size) >= 640
+    assert view in out and "Traceback" not in err
 
 
-@pytest.mark.skip(reason="bench engine (noether/explorer/run.py) is being written by the lead")
-def test_bench_reports_timings(capsys):
+def test_render_html_is_self_contained_and_escapes_markup(capsys, tmp_path: Path):
+    markup = "<script>alert(1)</script>"
+    scenario = tmp_path / "markup.yaml"
+    scenario.write_text(
+        "attention: {hidden_dim: 16, num_heads: 2}\n"
+        f"token_specs: [{{'{markup}': 6}}, {{b: 4}}]\n"
+        f"attention_patterns: [{{query_tokens: ['{markup}', b], key_value_tokens: ['{markup}']}}]\n",
+        encoding="utf-8",
+    )
+    out_path = tmp_path / "weights.html"
+    code, _, err = run_cli(capsys, "render", str(scenario), "--view", "weights", "--head", "1", "--out", str(out_path))
+    assert code == 0, err
+    page = out_path.read_text(encoding="utf-8")
+    assert "Plotly.newPlot" in page and '<script src="http' not in page  # the library is inlined: works offline
+    assert markup not in page and "&lt;script&gt;" in page
+
+
+def test_render_refuses_an_unknown_head_and_batch(capsys, tmp_path: Path):
+    code, _, err = run_cli(
+        capsys, "render", str(SMALL), "--view", "weights", "--head", "99", "--out", str(tmp_path / "x.png")
+    )
+    assert code == 1 and "--head" in err and "99" in err
+    code, _, err = run_cli(
+        capsys, "render", str(SMALL), "--view", "weights", "--batch", "7", "--out", str(tmp_path / "x.png")
+    )
+    assert code == 1 and "--batch" in err and not (tmp_path / "x.png").exists()
+
+
+def test_render_of_a_billion_tokens_is_refused_with_an_estimate(capsys, tmp_path: Path):
+    scenario = tmp_path / "huge.yaml"
+    scenario.write_text(
+        "attention: {hidden_dim: 192, num_heads: 3}\ntoken_specs: [{a: 1000000000}]\n"
+        "attention_patterns: [{query_tokens: [a], key_value_tokens: [a]}]\n"
+    )
+    start = time.perf_counter()
+    code, _, err = run_cli(capsys, "render", str(scenario), "--out", str(tmp_path / "x.png"))
+    assert code == 1 and "resource guard" in err and "TB" in err
+    assert time.perf_counter() - start < 5  # refused from the estimate, nothing was allocated
+    assert "Traceback" not in err
+
+
+def test_render_uses_trained_weights(capsys, tmp_path: Path):
+    from noether.explorer.io import load_scenario_file
+    from noether.explorer.run import ExplorerRun
+
+    scenario = load_scenario_file(SMALL).scenario
+    assert scenario is not None
+    module = ExplorerRun(scenario).core
+    with torch.no_grad():
+        module.k.weight.mul_(-3.0)
+    checkpoint = tmp_path / "layer.safetensors"
+    save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(checkpoint))
+    default, trained = tmp_path / "default.png", tmp_path / "trained.png"
+    assert run_cli(capsys, "render", str(SMALL), "--view", "weights", "--out", str(default))[0] == 0
+    code, _, err = run_cli(
+        capsys, "render", str(SMALL), "--view", "weights", "--weights", str(checkpoint), "--out", str(trained)
+    )
+    assert code == 0 and "trained weights loaded" in err
+    assert default.read_bytes() != trained.read_bytes()
+
+
+def test_render_explains_a_checkpoint_of_another_width(capsys, tmp_path: Path):
+    checkpoint = tmp_path / "wide.safetensors"
+    save_file(
+        {
+            f"{n}.{p}": torch.zeros(96, 96) if p == "weight" else torch.zeros(96)
+            for n in ("q", "k", "v", "proj")
+            for p in ("weight", "bias")
+        },
+        str(checkpoint),
+    )
+    code, _, err = run_cli(capsys, "render", str(SMALL), "--weights", str(checkpoint), "--out", str(tmp_path / "x.png"))
+    assert code == 1 and "hidden_dim: 96" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_bench_reports_backends_and_agreement(capsys):
     code, out, err = run_cli(capsys, "bench", str(SMALL), "--repeats", "2")
     assert code == 0, err
-    assert out
+    assert "per-pattern MixedAttention" in out and "dense masked SDPA" in out and "FlexAttention" in out
+    assert "attended pairs" in out and "x the forward pass" in out
 
 
 # --------------------------------------------------------------------------------------------------------------------

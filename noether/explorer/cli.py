@@ -276,27 +276,122 @@ def _run_engine(
     except ExplorerError as exc:
         _print_problems(args.file, exc.problems)
         return EXIT_INVALID
-    except NotImplementedError:
-        _err(f"{PROG} {command}: not available in this version yet.")
-        return EXIT_INVALID
 
 
-# LEAD: fill in render_scenario and bench_scenario with the engine (noether/explorer/run.py). They receive a scenario
-# that validated cleanly; raise ExplorerError for refusals (e.g. over the memory budget) and they print as problems.
+HTML_MAX_BINS = 512
+"""Interactive pages carry every cell's value as data; beyond this many bins per axis they get heavy."""
+
+
+def _engine_run(scenario: "Scenario", args: argparse.Namespace, progress: Progress) -> Any:
+    """An ExplorerRun with the file's weights, progress throttled to whole tenths, device notes printed."""
+    from noether.explorer.checkpoint import load_state_dict_file
+    from noether.explorer.run import ExplorerRun
+
+    last = [-1]
+
+    def report(fraction: float, message: str) -> None:
+        tenth = int(fraction * 10)
+        if tenth != last[0]:
+            last[0] = tenth
+            progress(f"{message} [{fraction:.0%}]")
+
+    weights = None
+    if args.weights is not None:
+        progress(f"loading weights from {_printable(args.weights)}")
+        weights = load_state_dict_file(args.weights)
+    run = ExplorerRun(scenario, weights=weights, memory_budget_mb=args.memory_budget, progress=report)
+    for note in run.notes:
+        progress(note)
+    return run
+
+
+def _check_view_choice(run: Any, args: argparse.Namespace) -> None:
+    from noether.explorer.problems import ExplorerError, Problem
+
+    heads, batch = run.scenario.attention.num_heads, run.scenario.run.batch_size
+    if args.head != "mean" and not 0 <= args.head < heads:
+        raise ExplorerError(
+            Problem(
+                "--head", f"{args.head} is not a head of this layer (0..{heads - 1}).", "Pick a head index or 'mean'."
+            )
+        )
+    if not 0 <= args.batch < batch:
+        raise ExplorerError(
+            Problem("--batch", f"{args.batch} is not a sample of the batch (0..{batch - 1}).", "Pick a sample index.")
+        )
 
 
 def render_scenario(scenario: "Scenario", args: argparse.Namespace, progress: Progress) -> int:
-    """Draw the scenario (args: view, head, pooling, batch, pixels, weights, memory_budget [MiB], out); exit code.
+    """Draw the mask or the attention weights as a PNG (no browser needed) or a self-contained HTML page."""
+    from noether.explorer.figures import heatmap
+    from noether.explorer.layout import PoolGrid
+    from noether.explorer.masks import pooled_mask
+    from noether.explorer.png import heatmap_png
+    from noether.explorer.views import display_map, key_axis, query_axis
 
-    Expected shape: ``ExplorerRun(scenario, memory_budget=...)``, the figure for ``args.view``, then the PNG or
-    HTML writer for ``args.out``; call ``progress("...")`` between the long steps.
-    """
-    raise NotImplementedError("render_scenario: the lead wires it to noether.explorer.run")
+    run = _engine_run(scenario, args, progress)
+    _check_view_choice(run, args)
+    out = Path(args.out)
+    html = out.suffix.lower() == ".html"
+    budget = min(args.pixels, HTML_MAX_BINS) if html else args.pixels
+    layout = run.layout
+    if args.view == "mask":
+        rows, cols = PoolGrid.fit(layout.n_queries, budget), PoolGrid.fit(layout.n_keys, budget)
+        values = pooled_mask(layout, rows, cols)
+        style: dict[str, Any] = {"colorscale": "Blues", "zmin": 0.0, "zmax": 1.0, "log": False}
+        title = f"Attention mask (share of attended pairs, 1 cell = {rows.factor} x {cols.factor} tokens)"
+    else:
+        result = run.weights(pixels=max(budget, 1024))
+        values, rows, cols = display_map(result, budget, args.batch, args.head, args.pooling)
+        style = {"colorscale": "Viridis", "log": True}
+        head = "head mean" if args.head == "mean" else f"head {args.head}"
+        title = (
+            f"Attention weights ({head}, {args.pooling} of {rows.factor} x {cols.factor} tokens per cell, "
+            f"sample {args.batch})"
+        )
+    row_axis, col_axis = query_axis(layout, rows), key_axis(layout, cols)
+    progress(f"writing {_printable(str(out))}")
+    if html:
+        figure = heatmap(values, row_axis, col_axis, title, **style)
+        _write_atomically(out, figure.to_html(include_plotlyjs=True, full_html=True))
+    else:
+        _write_atomically(out, heatmap_png(values, row_axis, col_axis, title, **style))
+    _out(f"{_printable(str(out))}: {args.view}, {values.shape[0]} x {values.shape[1]} cells")
+    return EXIT_OK
 
 
 def bench_scenario(scenario: "Scenario", args: argparse.Namespace, progress: Progress) -> int:
-    """Time the scenario (args: repeats, weights, memory_budget [MiB]); print the results to stdout; exit code."""
-    raise NotImplementedError("bench_scenario: the lead wires it to noether.explorer.run")
+    """Time the layer's forward pass, the weight maps and the attention backends; print a table to stdout."""
+    import time
+
+    from noether.explorer.guard import format_seconds
+    from noether.explorer.views import backend_table, cost_table
+
+    run = _engine_run(scenario, args, progress)
+    forward = run.forward()
+    start = time.perf_counter()
+    run.weights()
+    weights_seconds = time.perf_counter() - start
+    timings = run.backends(repeats=args.repeats)
+    _out(f"device: {run.device}, dtype: {str(run.dtype).removeprefix('torch.')}, batch: {run.scenario.run.batch_size}")
+    for row in cost_table(run.cost()):
+        _out(f"  {row['quantity']:<40} {row['value']}")
+    _out(f"  {'forward pass (first call)':<40} {format_seconds(forward.seconds)}")
+    _out(
+        f"  {'pooled weight maps + statistics':<40} {format_seconds(weights_seconds)} "
+        f"({weights_seconds / max(forward.seconds, 1e-9):.2f}x the forward pass)"
+    )
+    _out("attention backends (median of the timed runs, attention only):")
+    for row in backend_table(timings):
+        _out(
+            f"  {row['backend']:<28} {row['time']:>9}  {row['vs per-pattern']:>7}  max|diff| {row['max |diff|']:>8}"
+            f"  {row['note']}"
+        )
+    check = run.kv_cache_check()
+    if check is not None:
+        verdict = "equal" if check.equal else "DIFFERENT"
+        _out(f"KV cache: anchor pass + query pass vs one pass: {verdict} (max |diff| {check.max_abs_diff:.2e})")
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -380,12 +475,12 @@ def _emit(text: str, out: str | None) -> int:
     return EXIT_OK
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, content: str | bytes) -> None:
     """Write via a temporary file in the same folder, so that a failed write never leaves half a file."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(content.encode("utf-8") if isinstance(content, str) else content)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
