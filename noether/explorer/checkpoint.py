@@ -123,19 +123,34 @@ def _shape_hint(key: str, got: tuple[int, ...], expected: tuple[int, ...]) -> st
     return f"Expected shape {expected}."
 
 
+def _presence_hint(key: str, in_checkpoint: bool) -> str:
+    """What to change in the scenario when ``key`` is only in the checkpoint (or only in the module)."""
+    if "norm" in key:
+        return (
+            f"The checkpoint {'uses' if in_checkpoint else 'has no'} QK normalisation; "
+            f"set attention.qk_norm: {'true' if in_checkpoint else 'false'}."
+        )
+    if key.endswith("bias"):
+        return (
+            f"The checkpoint {'has' if in_checkpoint else 'has no'} bias terms; "
+            f"set attention.bias: {'true' if in_checkpoint else 'false'}."
+        )
+    return "Remove it, or pick the right layer prefix." if in_checkpoint else "The checkpoint is incomplete."
+
+
 def fit_problems(module: nn.Module, weights: Mapping[str, torch.Tensor]) -> list[Problem]:
     """Why ``weights`` would not load into ``module`` with strict=True, in scenario terms."""
     expected = module.state_dict()
     problems = []
     for key, tensor in weights.items():
         if key not in expected:
-            if "norm" in key:
-                hint = "The checkpoint uses QK normalisation; set attention.qk_norm: true."
-            elif key.endswith("bias"):
-                hint = "The checkpoint has bias terms; set attention.bias: true."
-            else:
-                hint = "Remove it, or pick the right layer prefix."
-            problems.append(Problem(f"weights.{key}", "is in the checkpoint but not in the module.", hint))
+            problems.append(
+                Problem(
+                    f"weights.{key}",
+                    "is in the checkpoint but not in the module.",
+                    _presence_hint(key, in_checkpoint=True),
+                )
+            )
         elif tuple(tensor.shape) != tuple(expected[key].shape):
             problems.append(
                 Problem(
@@ -144,15 +159,11 @@ def fit_problems(module: nn.Module, weights: Mapping[str, torch.Tensor]) -> list
                     _shape_hint(key, tuple(tensor.shape), tuple(expected[key].shape)),
                 )
             )
-    for key in expected:
-        if key not in weights:
-            if "norm" in key:
-                hint = "The checkpoint has no QK normalisation; set attention.qk_norm: false."
-            elif key.endswith("bias"):
-                hint = "The checkpoint has no bias terms; set attention.bias: false."
-            else:
-                hint = "The checkpoint is incomplete."
-            problems.append(Problem(f"weights.{key}", "is missing from the checkpoint.", hint))
+    problems += [
+        Problem(f"weights.{key}", "is missing from the checkpoint.", _presence_hint(key, in_checkpoint=False))
+        for key in expected
+        if key not in weights
+    ]
     return problems
 
 
