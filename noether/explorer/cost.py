@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from noether.explorer.layout import TokenLayout
-from noether.explorer.masks import dense_mask, group_mask, group_mask_mod
+from noether.explorer.masks import dense_mask, flex_block_mask, group_mask
 from noether.modeling.modules.attention.anchor_attention import GroupTensors, MixedAttention
 
 Progress = Callable[[float, str], None]
@@ -200,16 +200,14 @@ def _time_flex(
     report: Progress,
 ) -> BackendTiming:
     try:
-        from torch.nn.attention.flex_attention import create_block_mask
+        import torch.nn.attention.flex_attention  # absent in old torch releases
     except ImportError:
         return BackendTiming("FlexAttention", False, note=f"not in torch {torch.__version__}")
     try:
         q, k, v = _stack_axes(layout, groups)
-        report(0.5, "building the FlexAttention block mask")
+        report(0.5, "building the FlexAttention block mask from the group structure")
         start = time.perf_counter()
-        block_mask = create_block_mask(
-            group_mask_mod(layout, device), None, None, q.shape[2], k.shape[2], device=device
-        )
+        block_mask = flex_block_mask(layout, device)
         mask_seconds = time.perf_counter() - start
         report(0.6, "compiling FlexAttention kernels (first run only; can take ~20 s on a CPU)")
         flex = _flex_attention()

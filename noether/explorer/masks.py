@@ -94,3 +94,36 @@ def dense_mask(layout: TokenLayout, device: torch.device | str = "cpu") -> torch
     query_ids, key_ids, key_real = (t.to(device) for t in token_group_ids(layout))
     allowed = torch.as_tensor(layout.allowed, device=device)
     return allowed[query_ids[:, None], key_ids[None, :]] & key_real[None, :]
+
+
+def _block_lists(selected: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of blocks: how many are selected, and their column indices first (the BlockMask layout)."""
+    counts = torch.as_tensor(selected.sum(axis=1), dtype=torch.int32)
+    order = np.argsort(~selected, axis=1, kind="stable")
+    return counts[None, None], torch.as_tensor(order, dtype=torch.int32)[None, None]
+
+
+def flex_block_mask(layout: TokenLayout, device: torch.device | str = "cpu", block_size: int = 128) -> object:
+    """FlexAttention's BlockMask built from group intervals: fully attended tiles skip the mask function.
+
+    ``create_block_mask`` would evaluate the mask over every (query, key) pair; here the tile occupancy comes from
+    :func:`pooled_mask` at the tile size, so building it costs (tiles x groups), not (queries x keys).
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    rows = PoolGrid(layout.n_queries, block_size)
+    cols = PoolGrid(layout.n_keys, block_size)
+    share = pooled_mask(layout, rows, cols)
+    full = share >= 1.0 - 1e-12
+    partial = (share > 0.0) & ~full
+    kv_num, kv_index = _block_lists(partial)
+    full_num, full_index = _block_lists(full)
+    return BlockMask.from_kv_blocks(
+        kv_num.to(device),
+        kv_index.to(device),
+        full_num.to(device),
+        full_index.to(device),
+        BLOCK_SIZE=block_size,
+        mask_mod=group_mask_mod(layout, device),
+        seq_lengths=(layout.n_queries, layout.n_keys),
+    )
