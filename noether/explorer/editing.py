@@ -11,6 +11,7 @@ import binascii
 import copy
 import hashlib
 import json
+import math
 import re
 import zlib
 from collections import Counter
@@ -1049,6 +1050,26 @@ def weights_png(
     )
 
 
+_STREAMLIT_PLACEHOLDER = re.compile(r"^#0000[0-9a-f]{2}$", re.IGNORECASE)
+
+
+def keep_scale_colours(fig: go.Figure) -> go.Figure:
+    """Nudge colours like #000004 (Inferno's black) to a visually identical #010005.
+
+    Streamlit's chart theme uses #000001...#0000ff as placeholders that its front end replaces with theme colours,
+    so a colour scale starting at #000004 would show its lowest values in lavender.
+    """
+    for trace in fig.data:
+        for holder in (trace, getattr(trace, "marker", None)):
+            scale = getattr(holder, "colorscale", None) if holder is not None else None
+            if scale:
+                holder.colorscale = [
+                    [stop, "#010005" if isinstance(c, str) and _STREAMLIT_PLACEHOLDER.match(c) else c]
+                    for stop, c in scale
+                ]
+    return fig
+
+
 def mark_query_row(fig: go.Figure, row_bin: int, columns: int) -> go.Figure:
     """Outline the pooled row that holds the selected query token."""
     fig.add_shape(
@@ -1116,21 +1137,29 @@ def attention_prefixes(state_dict: Mapping[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+JS_MAX_SAFE_INTEGER = 2**53 - 1
+"""Number widgets refuse values beyond what JavaScript represents exactly."""
+
+
 def as_int(value: Any, default: int) -> int:
-    """An int to show in a number widget (the draft may hold anything)."""
+    """An int to show in a number widget (the draft may hold anything, e.g. 1e30 typed into the text)."""
     if isinstance(value, bool) or not _is_number(value):
         return default
     try:
-        return int(value)
+        result = int(value)
     except (OverflowError, ValueError):
         return default
+    return result if abs(result) <= JS_MAX_SAFE_INTEGER else default
 
 
 def as_float(value: Any, default: float) -> float:
     if isinstance(value, bool) or not _is_number(value):
         return default
-    result = float(value)
-    return result if result == result else default
+    try:
+        result = float(value)
+    except OverflowError:
+        return default
+    return result if math.isfinite(result) else default
 
 
 def as_bool(value: Any, default: bool) -> bool:

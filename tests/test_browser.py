@@ -1,0 +1,182 @@
+"""The app in a real headless Chromium: it renders its charts, shows no exception, and follows an edit.
+
+Needs Debian's chromium and the playwright package; without them the test is skipped (and fails on CI, where
+they must be installed). UPDATE_SCREENSHOT=1 also refreshes assets/screenshot.png for the README.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+SERVER_START_S = 90.0
+RENDER_MS = 60_000
+# What the charts hold, read from plotly's own graph divs: trace names, y labels and the first row of z.
+CHART_DATA = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => (gd.data || []).map(t => ({
+    type: t.type,
+    y: Array.isArray(t.y) ? t.y.map(String) : [],
+    z0: t.z && t.z.length ? Array.from(t.z[0]).map(Number) : [],
+})))"""
+# No script running: no status widget, and no "Stop" button still fading out of the header.
+IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+    && !Array.from(document.querySelectorAll('header button')).some(b => b.innerText.trim() === 'Stop')
+    && document.querySelectorAll('.js-plotly-plot .main-svg').length > 0"""
+
+pytestmark = pytest.mark.browser
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+    if path is None:
+        _unavailable("chromium is not installed (apt-get install -y chromium)")
+    assert path is not None
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(tmp_path: Path) -> Iterator[str]:
+    """`streamlit run app.py` on a free port, healthy before the test starts and always stopped afterwards."""
+    port = _free_port()
+    log_path = tmp_path / "streamlit.log"
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ROOT / "app.py"),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "viewer",
+    ]
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"streamlit exited with {server.returncode}:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit was not healthy within {SERVER_START_S:.0f} s:\n{log_path.read_text()}")
+            time.sleep(0.25)  # polling interval of a bounded health check, not synchronisation by sleeping
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=15)
+
+
+def _settle(page: Any, charts: int) -> list[Any]:
+    """Wait until the script run finished and ``charts`` plotly charts are drawn; return their data."""
+    page.wait_for_function(IDLE, timeout=RENDER_MS)
+    page.wait_for_function(
+        f"() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= {charts}", timeout=RENDER_MS
+    )
+    assert page.locator('[data-testid="stException"]').count() == 0
+    return page.evaluate(CHART_DATA)
+
+
+def test_app_renders_and_follows_an_edit(app_url: str) -> None:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed")
+    executable = _chromium()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            page.goto(app_url, wait_until="domcontentloaded")
+            before = _settle(page, 2)
+            group_labels = before[0][0]["y"]
+            assert any(label.startswith("surface_queries (2,048)") for label in group_labels), group_labels
+
+            # Change a group size through the text editor (Ctrl+Enter applies it).
+            page.get_by_role("tab", name="Edit as text").click()
+            editor = page.get_by_label("Scenario text")
+            editor.wait_for(timeout=RENDER_MS)
+            text = editor.input_value()
+            assert "{name: surface_queries, size: 2048}" in text
+            editor.fill(text.replace("{name: surface_queries, size: 2048}", "{name: surface_queries, size: 512}"))
+            editor.press("Control+Enter")
+            page.get_by_text("The text is a valid scenario.").wait_for(timeout=RENDER_MS)
+            assert "size: 512" in editor.input_value()
+
+            page.get_by_role("tab", name="Mask").click()
+            page.wait_for_function(
+                """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
+                    (gd.data || []).some(t => Array.isArray(t.y) && t.y.some(l => String(l).includes('(512)'))))""",
+                timeout=RENDER_MS,
+            )
+            after = _settle(page, 2)
+            assert after != before
+            assert any(label.startswith("surface_queries (512)") for label in after[0][0]["y"])
+            page.screenshot(path=str(ARTIFACTS / "app.png"))
+
+            if os.environ.get("UPDATE_SCREENSHOT") == "1":
+                _readme_screenshot(browser, app_url)
+        finally:
+            browser.close()
+
+
+def _readme_screenshot(browser: Any, app_url: str) -> None:
+    """The default example's Weights view (log colour), for the README."""
+    page = browser.new_page(viewport={"width": 1500, "height": 1250}, device_scale_factor=1)
+    page.goto(app_url, wait_until="domcontentloaded")
+    _settle(page, 2)
+    page.get_by_role("tab", name="Weights").click()
+    page.get_by_text("Attention weights, mean over heads").first.wait_for(timeout=RENDER_MS)
+    _settle(page, 2)
+    # A log colour scale shows the spatial structure inside the attended blocks best.
+    page.get_by_text("log", exact=True).click()
+    page.wait_for_function(
+        """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
+            (gd.layout?.coloraxis?.colorbar?.ticktext || (gd.data?.[0]?.colorbar?.ticktext) || []).length > 0)""",
+        timeout=RENDER_MS,
+    )
+    _settle(page, 2)
+    page.screenshot(path=str(ROOT / "assets" / "screenshot.png"))
+    page.close()
