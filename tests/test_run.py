@@ -660,3 +660,26 @@ def test_load_cloud_bytes_rejects(name: str, data: bytes) -> None:
     with pytest.raises(ExplorerError) as info:
         load_cloud_bytes(data, name="cloud.bin")
     assert info.value.problems[0].where.startswith("cloud.bin")
+
+
+def test_progress_can_be_given_per_call_without_touching_the_run() -> None:
+    run = ExplorerRun(small_preset("kv_cache"))
+    seen: list[str] = []
+    run.kv_cache_check(progress=lambda fraction, message: seen.append(message))
+    run.weights(pixels=64, progress=lambda fraction, message: seen.append(message))
+    assert run.progress is None
+    assert any("anchor pass" in m for m in seen) and any("attention weights" in m for m in seen)
+
+
+def test_a_small_uploaded_cloud_is_reused_not_replaced_by_the_sample_car() -> None:
+    rng = np.random.default_rng(0)
+    cloud = {
+        "surface": rng.uniform(50, 51, (4, 3)).astype(np.float32),
+        "volume": rng.uniform(70, 71, (500, 3)).astype(np.float32),
+    }
+    run = ExplorerRun(small_preset("self_anchor"), point_cloud=cloud)
+    positions = run.inputs.positions[0].numpy()
+    surface = run.layout.by_name["surface_queries"]
+    drawn = positions[surface.key_offset : surface.key_offset + surface.size]
+    assert surface.size > 4 and drawn.min() >= 50 and drawn.max() <= 51  # only the uploaded points, reused
+    assert any("surface_queries" in note and "reused" in note for note in run.notes)

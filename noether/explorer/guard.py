@@ -13,8 +13,9 @@ DEFAULT_MEMORY_FRACTION = 0.5
 DEFAULT_TIME_BUDGET_S = 900.0
 ASSUMED_FLOPS = {"cpu": 5e10, "cuda": 2e13, "mps": 2e12}
 """Conservative sustained FLOP/s used for time estimates (attention rarely runs at matmul peak)."""
-ASSUMED_ELEMENTS_PER_S = {"cpu": 1e9, "cuda": 1e11, "mps": 1e10}
-"""Attention-score elements per second through QK^T, softmax and pooling (a 2-core CPU measured ~1.9e9)."""
+ASSUMED_ELEMENTS_PER_S = {"cpu": 4e8, "cuda": 4e10, "mps": 4e9}
+"""Attention-score elements per second through QK^T, softmax and mean pooling (a 2-core CPU measured 5e8 to 2e9;
+the statistics pass costs about 1.5 times more)."""
 
 
 def format_bytes(n: float) -> str:

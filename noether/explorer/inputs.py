@@ -7,7 +7,7 @@ import torch
 
 from noether.core.schemas.modules.layers import ContinuousSincosEmbeddingConfig, RopeFrequencyConfig
 from noether.explorer.layout import TokenLayout
-from noether.explorer.pointcloud import domain_points, load_sample
+from noether.explorer.pointcloud import domain_points, domain_pool, load_sample
 from noether.explorer.scenario import Scenario
 from noether.modeling.modules.layers import ContinuousSincosEmbed, RopeFrequency
 
@@ -44,7 +44,13 @@ def token_positions(
         per_batch = []
         for b in range(batch):
             parts = [
-                domain_points(group.name.split("_")[0], group.size, _group_seed(scenario.run.seed, b, i), sample)
+                domain_points(
+                    group.name.split("_")[0],
+                    group.size,
+                    _group_seed(scenario.run.seed, b, i),
+                    sample,
+                    generate=cloud is None,
+                )
                 for i, group in enumerate(layout.groups)
             ]
             per_batch.append(np.concatenate(parts) if parts else np.zeros((0, 3), np.float32))
@@ -52,6 +58,19 @@ def token_positions(
     generator = torch.Generator().manual_seed(scenario.run.seed + 1)
     box = torch.tensor([4.5, 1.8, 1.4])
     return torch.rand(batch, layout.n_keys, 3, generator=generator) * box
+
+
+def cloud_shortfalls(layout: TokenLayout, cloud: dict[str, np.ndarray]) -> list[str]:
+    """Notes for groups that need more points than a supplied cloud offers (their points are then reused)."""
+    notes = []
+    for group in layout.groups:
+        available = len(domain_pool(group.name.split("_")[0], cloud))
+        if group.size > available:
+            notes.append(
+                f"'{group.name}' has {group.size:,} tokens but the point cloud offers {available:,} points for it; "
+                "points are reused."
+            )
+    return notes
 
 
 def build_inputs(

@@ -153,24 +153,31 @@ def morton_order(points: np.ndarray, bits: int = 10) -> np.ndarray:
     return np.argsort(code, kind="stable")
 
 
-def domain_points(domain: str, n: int, seed: int, sample: dict[str, np.ndarray]) -> np.ndarray:
+def domain_pool(domain: str, sample: dict[str, np.ndarray]) -> np.ndarray:
+    """The points a group of ``domain`` draws from: its own domain's, or both for other names."""
+    if domain in ("surface", "volume"):
+        return sample[domain]
+    return np.concatenate([sample["surface"], sample["volume"]])
+
+
+def domain_points(domain: str, n: int, seed: int, sample: dict[str, np.ndarray], generate: bool = True) -> np.ndarray:
     """``n`` points for a group of ``domain`` ("surface", "volume", anything else = both), deterministic in seed.
 
-    Draws a subset of the sample when it is large enough, otherwise generates new points; either way the points
-    come in Z-order so that spatial locality shows up as bands near the diagonal of attention maps.
+    Draws a subset of the sample when it is large enough; otherwise generates more of the car (``generate``, for
+    the shipped sample) or reuses points (someone else's cloud). Either way the points come in Z-order so that
+    spatial locality shows up as bands near the diagonal of attention maps.
     """
-    points = _draw_points(domain, n, seed, sample)
+    points = _draw_points(domain, n, seed, sample, generate)
     return points[morton_order(points)]
 
 
-def _draw_points(domain: str, n: int, seed: int, sample: dict[str, np.ndarray]) -> np.ndarray:
+def _draw_points(domain: str, n: int, seed: int, sample: dict[str, np.ndarray], generate: bool) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    if domain in ("surface", "volume"):
-        pool = sample[domain]
-    else:
-        pool = np.concatenate([sample["surface"], sample["volume"]])
+    pool = domain_pool(domain, sample)
     if n <= len(pool):
         return pool[rng.choice(len(pool), size=n, replace=False)]
+    if not generate:
+        return pool[rng.choice(len(pool), size=n, replace=True)]
     if domain == "surface":
         return car_surface(n, seed)
     if domain == "volume":

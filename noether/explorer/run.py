@@ -18,7 +18,7 @@ from noether.explorer import guard
 from noether.explorer.checkpoint import load_into, select_attention_weights
 from noether.explorer.cost import BackendTiming, CostSummary, cost_summary, time_backends
 from noether.explorer.devices import DeviceChoice, resolve_device, resolve_dtype
-from noether.explorer.inputs import Inputs, build_inputs, key_padding_mask, key_slice, query_rows
+from noether.explorer.inputs import Inputs, build_inputs, cloud_shortfalls, key_padding_mask, key_slice, query_rows
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.problems import ExplorerError, Problem
 from noether.explorer.scenario import ANCHOR_CONFIGS, Scenario, validate_scenario
@@ -131,15 +131,18 @@ class ExplorerRun:
             self.notes.append(f"trained weights loaded{f' from {prefix!r}' if prefix else ''}.")
         self._say(0.1, "building inputs")
         cloud = None if point_cloud is None else dict(point_cloud)
+        if cloud is not None and scenario.run.inputs == "point_cloud":
+            self.notes += cloud_shortfalls(self.layout, cloud)
         self.inputs: Inputs = build_inputs(scenario, self.layout, self.device, self.dtype, cloud)
         if scenario.run.weights == "spatial" and weights is None:
             self._make_spatial()
 
     # ---------------------------------------------------------------- helpers
 
-    def _say(self, fraction: float, message: str) -> None:
-        if self.progress is not None:
-            self.progress(fraction, message)
+    def _say(self, fraction: float, message: str, progress: Progress | None = None) -> None:
+        report = progress or self.progress
+        if report is not None:
+            report(fraction, message)
 
     def check(self, estimate: guard.Estimate) -> None:
         guard.check(estimate, self.memory_budget, self.time_budget_s)
@@ -229,7 +232,7 @@ class ExplorerRun:
         return guard.Estimate(
             "the attention-weight maps",
             maps + keys + received + chunk + self.forward_estimate().bytes // 4,
-            guard.estimate_seconds(self.device, 0.0, elements * (1 + options.row_stats)),
+            guard.estimate_seconds(self.device, 0.0, elements * (1 + 1.5 * options.row_stats)),
         )
 
     def dense_estimate(self) -> guard.Estimate:
@@ -266,13 +269,13 @@ class ExplorerRun:
             self.layout, self.scenario.attention.hidden_dim, self.scenario.run.batch_size, self._element_bytes
         )
 
-    def kv_cache(self) -> dict[str, dict[str, torch.Tensor]] | None:
+    def kv_cache(self, progress: Progress | None = None) -> dict[str, dict[str, torch.Tensor]] | None:
         """The cache of the cached groups, filled by an anchor pass over all groups (None without cached groups)."""
         if not self.layout.has_cache:
             return None
         if "kv_cache" not in self._cache:
             self.check(self.forward_estimate())
-            self._say(0.2, "anchor pass: filling the KV cache")
+            self._say(0.2, "anchor pass: filling the KV cache", progress)
             start = time.perf_counter()
             with torch.no_grad():
                 _, cache = self._call(self.inputs.x, self.anchor_specs, self.inputs.freqs)
@@ -292,13 +295,13 @@ class ExplorerRun:
             self._cache["kv_cache"] = (cache, time.perf_counter() - start, notes)
         return self._cache["kv_cache"][0]
 
-    def forward(self) -> ForwardResult:
+    def forward(self, progress: Progress | None = None) -> ForwardResult:
         """The module's output on the scenario (the query pass when groups are cached)."""
         if "forward" not in self._cache:
             self.check(self.forward_estimate())
-            cache = self.kv_cache()
+            cache = self.kv_cache(progress)
             padding = key_padding_mask(self.layout, self.scenario.run.batch_size, self.device)
-            self._say(0.3, "forward pass")
+            self._say(0.3, "forward pass", progress)
             start = time.perf_counter()
             with torch.no_grad():
                 output, new_cache = self._call(
@@ -308,16 +311,22 @@ class ExplorerRun:
             self._cache["forward"] = ForwardResult(output.float().cpu(), sorted(new_cache or {}), seconds)
         return self._cache["forward"]
 
-    def keys(self) -> dict[str, torch.Tensor]:
+    def keys(self, progress: Progress | None = None) -> dict[str, torch.Tensor]:
         if "keys" not in self._cache:
             with torch.no_grad():
                 self._cache["keys"] = group_keys(
-                    self.core, self.layout, self.inputs.x, self.inputs.freqs, self.kv_cache()
+                    self.core, self.layout, self.inputs.x, self.inputs.freqs, self.kv_cache(progress)
                 )
         return self._cache["keys"]
 
-    def weights(self, pixels: int = DEFAULT_PIXELS, options: WeightOptions | None = None) -> WeightResult:
-        """Pooled attention weights and statistics (see :func:`attention_weight_maps`), memoised per arguments."""
+    def weights(
+        self, pixels: int = DEFAULT_PIXELS, options: WeightOptions | None = None, progress: Progress | None = None
+    ) -> WeightResult:
+        """Pooled attention weights and statistics (see :func:`attention_weight_maps`), memoised per arguments.
+
+        ``progress`` (fraction, message) overrides the run's callback for this call, so that callers sharing one
+        run (e.g. several app sessions) each get their own reports.
+        """
         options = options or WeightOptions(chunk_bytes=self._chunk_bytes())
         key = ("weights", pixels, options)
         if key not in self._cache:
@@ -328,11 +337,11 @@ class ExplorerRun:
                 self.layout,
                 self.x_queries,
                 self.freqs_queries,
-                self.keys(),
+                self.keys(progress),
                 rows,
                 cols,
                 options,
-                progress=self.progress,
+                progress=progress or self.progress,
             )
         return self._cache[key]
 
@@ -352,14 +361,14 @@ class ExplorerRun:
             )
         return exact_row(self.core, self.layout, self.x_queries, self.freqs_queries, self.keys(), row)
 
-    def kv_cache_check(self) -> KVCacheCheck | None:
+    def kv_cache_check(self, progress: Progress | None = None) -> KVCacheCheck | None:
         """Run anchor pass + query pass and compare the query outputs with one pass over all tokens."""
         if not self.layout.has_cache:
             return None
         if "kv_check" not in self._cache:
-            query_pass = self.forward()
+            query_pass = self.forward(progress)
             _, anchor_seconds, notes = self._cache["kv_cache"]
-            self._say(0.8, "single pass over all tokens for comparison")
+            self._say(0.8, "single pass over all tokens for comparison", progress)
             start = time.perf_counter()
             with torch.no_grad():
                 full, _ = self._call(self.inputs.x, self.anchor_specs, self.inputs.freqs)
@@ -377,12 +386,17 @@ class ExplorerRun:
             )
         return self._cache["kv_check"]
 
-    def backends(self, repeats: int = 3, include: tuple[str, ...] = ("mixed", "dense", "flex")) -> list[BackendTiming]:
+    def backends(
+        self,
+        repeats: int = 3,
+        include: tuple[str, ...] = ("mixed", "dense", "flex"),
+        progress: Progress | None = None,
+    ) -> list[BackendTiming]:
         """Measured attention time of per-pattern MixedAttention, dense masked SDPA and FlexAttention."""
         key = ("backends", repeats, include)
         if key not in self._cache:
             self.check(self.forward_estimate())
-            cache = self.kv_cache()
+            cache = self.kv_cache(progress)
             padding = key_padding_mask(self.layout, self.scenario.run.batch_size, self.device)
             with torch.no_grad():
                 groups = self.core.project_groups(
@@ -403,6 +417,14 @@ class ExplorerRun:
                     return None
 
                 self._cache[key] = time_backends(
-                    self.core, self.layout, groups, key_masks, self.device, repeats, include, self.progress, refuse
+                    self.core,
+                    self.layout,
+                    groups,
+                    key_masks,
+                    self.device,
+                    repeats,
+                    include,
+                    progress or self.progress,
+                    refuse,
                 )
         return self._cache[key]
