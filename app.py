@@ -2,8 +2,9 @@
 module on the device you pick, and inspect masks, attention weights, statistics, cost, KV-cache passes and token
 positions, at any token count (every view is pooled to a few hundred cells per axis).
 
-Widgets only: what this file shows comes from the engine (noether.explorer.*) and from noether.explorer.editing,
-which hold all logic and are tested without Streamlit. Start it with `make run` or `streamlit run app.py`.
+Widgets only: what this file shows comes from the engine (noether.explorer.*: editing for the draft, views, figures,
+share and compare among them), which holds all logic and is tested without Streamlit. Start it with `make run` or
+`streamlit run app.py`.
 """
 
 import logging
@@ -14,20 +15,23 @@ from typing import Any
 
 import streamlit as st
 
+from noether.explorer import compare, share, views
 from noether.explorer import editing as ed
-from noether.explorer import views
-from noether.explorer.checkpoint import load_state_dict_bytes
-from noether.explorer.devices import available_devices
+from noether.explorer.checkpoint import attention_prefixes, load_state_dict_bytes
+from noether.explorer.devices import available_devices, device_label, device_options
 from noether.explorer.figures import (
     backend_figure,
     group_mask_figure,
     heatmap,
+    mark_query_row,
     mask_figure,
     mass_figure,
     point_cloud_figure,
     row_figure,
 )
+from noether.explorer.inputs import short_of_points
 from noether.explorer.io import dump_json, dump_python, dump_yaml, load_scenario_bytes
+from noether.explorer.png import mask_png, weights_png
 from noether.explorer.pointcloud import load_cloud_bytes
 from noether.explorer.presets import DEFAULT_PRESET, PRESETS, load_preset, preset_description
 from noether.explorer.problems import ExplorerError, Problem
@@ -123,9 +127,9 @@ def _init() -> None:
     ss[FLASH], ss[REQUESTED], ss[TEXT_FORMAT], ss[PRESET], ss[BUDGET] = [], set(), "yaml", DEFAULT_PRESET, 0
     ss[UPLOAD_REV] = 0
     draft = None
-    token = st.query_params.get(ed.SHARE_PARAM)
+    token = st.query_params.get(share.SHARE_PARAM)
     if token:
-        report = ed.decode_share(token)
+        report = share.decode_share(token)
         if report.scenario is not None:
             draft = ed.draft_from_scenario(report.scenario)
             ss[PRESET] = None
@@ -250,36 +254,39 @@ def _on_text_format() -> None:
     ss[TEXT_PROBLEMS] = []
 
 
-def _on_weights_upload(key: str) -> None:
+def _read_upload(key: str, load: Callable[[bytes, str], Any], what: str) -> tuple[str, str, Any] | None:
+    """(file name, digest, what ``load`` made of it) of the file uploaded under ``key``; None when there is none or
+    it cannot be used (an error is flashed)."""
     upload = ss.get(key)
     if upload is None:
-        return
+        return None
     ss[UPLOAD_REV] += 1
     data = upload.getvalue()
     try:
-        state_dict = load_state_dict_bytes(data, upload.name)
+        return upload.name, ed.digest(data), load(data, upload.name)
     except ExplorerError as exc:
-        _flash("error", "The weights file could not be used:\n" + _problem_lines(exc.problems))
+        _flash("error", f"{what} could not be used:\n" + _problem_lines(exc.problems))
+        return None
+
+
+def _on_weights_upload(key: str) -> None:
+    read = _read_upload(key, load_state_dict_bytes, "The weights file")
+    if read is None:
         return
-    prefixes = ed.attention_prefixes(state_dict)
-    ss[WEIGHTS] = {"name": upload.name, "digest": ed.digest(data), "state_dict": state_dict, "prefixes": prefixes}
+    name, digest, state_dict = read
+    prefixes = attention_prefixes(state_dict)
+    ss[WEIGHTS] = {"name": name, "digest": digest, "state_dict": state_dict, "prefixes": prefixes}
     ss["w_prefix"] = prefixes[0] if prefixes else ""
-    _flash("success", f"Loaded trained weights from {ed.escape_markdown(upload.name)}.")
+    _flash("success", f"Loaded trained weights from {ed.escape_markdown(name)}.")
 
 
 def _on_cloud_upload(key: str) -> None:
-    upload = ss.get(key)
-    if upload is None:
+    read = _read_upload(key, load_cloud_bytes, "The point cloud")
+    if read is None:
         return
-    ss[UPLOAD_REV] += 1
-    data = upload.getvalue()
-    try:
-        cloud = load_cloud_bytes(data, upload.name)
-    except ExplorerError as exc:
-        _flash("error", "The point cloud could not be used:\n" + _problem_lines(exc.problems))
-        return
-    ss[CLOUD] = {"name": upload.name, "digest": ed.digest(data), "arrays": cloud}
-    _flash("success", f"Loaded the point cloud {ed.escape_markdown(upload.name)}.")
+    name, digest, cloud = read
+    ss[CLOUD] = {"name": name, "digest": digest, "arrays": cloud}
+    _flash("success", f"Loaded the point cloud {ed.escape_markdown(name)}.")
 
 
 def _on_forget(key: str) -> None:
@@ -291,7 +298,7 @@ def _on_request(token: str) -> None:
 
 
 def _on_share(token: str) -> None:
-    st.query_params[ed.SHARE_PARAM] = token
+    st.query_params[share.SHARE_PARAM] = token
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -318,8 +325,8 @@ def _prepared_run(
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _mask_view(key: str, _scenario: Scenario) -> ed.MaskView:
-    return ed.mask_view(_scenario, DISPLAY_BINS)
+def _mask_view(key: str, _scenario: Scenario) -> views.MaskView:
+    return views.mask_view(_scenario, DISPLAY_BINS)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -334,7 +341,7 @@ class Context:
     draft: dict[str, Any]
     report: ScenarioReport
     scenario: Scenario | None
-    mask: ed.MaskView | None = None
+    mask: views.MaskView | None = None
     run: ExplorerRun | None = None
     run_key: str = ""
     run_problems: list[Problem] | None = None
@@ -377,18 +384,16 @@ def _prepare(draft: dict[str, Any], report: ScenarioReport) -> Context:
 
 
 @contextmanager
-def _progress(run: ExplorerRun, label: str) -> Iterator[None]:
-    """Feed the engine's progress callback into a progress bar while a (possibly memoised) result is fetched."""
+def _progress(label: str) -> Iterator[Callable[[float, str], None]]:
+    """A progress bar fed by the engine's per-call callback (the cached run is shared, so nothing is set on it)."""
     bar = st.progress(0.0, text=label)
 
     def report(fraction: float, message: str) -> None:
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=message)
 
-    previous, run.progress = run.progress, report
     try:
-        yield
+        yield report
     finally:
-        run.progress = previous
         bar.empty()
 
 
@@ -415,8 +420,8 @@ def _weights(ctx: Context) -> WeightResult | None:
     run = _needs_run(ctx)
     if run is None or not _gate(ctx, "weights", run.weights_estimate(DISPLAY_BINS, WeightOptions()), "Compute weights"):
         return None
-    with _progress(run, "Computing attention weights…"):
-        return run.weights(DISPLAY_BINS)
+    with _progress("Computing attention weights…") as report:
+        return run.weights(DISPLAY_BINS, progress=report)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -441,7 +446,7 @@ def _ensure(key: str, options: Sequence[Any], default: Any) -> None:
 
 
 def _chart(fig: Any, key: str | None = None) -> None:
-    st.plotly_chart(ed.keep_scale_colours(fig), config=PLOTLY_CONFIG, key=key)
+    st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key)
 
 
 def _batch_picker(ctx: Context, key: str = "v_batch") -> int:
@@ -467,7 +472,7 @@ def _query_picker(ctx: Context) -> int | None:
     size = layout.by_name[group].size
     ss["v_qindex"] = min(max(int(ss.get("v_qindex", 0)), 0), size - 1)
     index = right.number_input(f"Token index (0 – {size - 1:,})", min_value=0, max_value=size - 1, key="v_qindex")
-    return ed.query_row(layout, group, int(index))
+    return views.query_row(layout, group, int(index))
 
 
 def _guarded(name: str, render: Callable[[Context], None], ctx: Context) -> None:
@@ -749,13 +754,13 @@ def _run_editor(draft: dict[str, Any], problems: list[Problem]) -> None:
         return (("run", name), key), key
 
     device = run.get("device", "auto")
-    devices = ed.device_options(device, available)
+    devices = device_options(device, available)
     args, key = field("device")
     st.selectbox(
         "Device",
         devices,
         index=devices.index(ed.choice(device, devices, "auto")),
-        format_func=lambda d: ed.device_label(d, available),
+        format_func=lambda d: device_label(d, available),
         key=key,
         on_change=_on_field,
         args=args,
@@ -888,13 +893,13 @@ def _mask_tab(ctx: Context) -> None:
     )
     _chart(mask_figure(view.layout, view.pooled, view.rows, view.cols))
     st.caption(
-        f"Token-level mask on {view.rows.bins:,} x {view.cols.bins:,} cells ({ed.grid_note(view.rows, view.cols)}). "
+        f"Token-level mask on {view.rows.bins:,} x {view.cols.bins:,} cells ({views.grid_note(view.rows, view.cols)}). "
         "A cell shows the share of its (query, key) pairs that are attended: 1 = all, 0 = none, in between where a "
         "cell straddles a group boundary or padding. White lines are group boundaries."
     )
     st.download_button(
         "Download the mask as PNG",
-        data=lambda: ed.mask_png(view),
+        data=lambda: mask_png(view),
         file_name="attention_mask.png",
         mime="image/png",
         on_click="ignore",
@@ -914,7 +919,7 @@ def _weights_view(ctx: Context) -> None:
     if result is None:
         return
     layout, heads = ctx.mask.layout, ctx.scenario.attention.num_heads
-    head_choices = ed.head_options(heads, with_all=True)
+    head_choices = views.head_options(heads, with_all=True)
     _ensure("v_head", head_choices, "mean")
     _ensure("v_pooling", ["mean", "max"], "mean")
     _ensure("v_colour", ["linear", "log"], "linear")
@@ -927,7 +932,7 @@ def _weights_view(ctx: Context) -> None:
         cols = cols[1:]
     else:
         batch = 0
-    head = cols[0].selectbox("Head", head_choices, format_func=ed.head_label, key="v_head")
+    head = cols[0].selectbox("Head", head_choices, format_func=views.head_label, key="v_head")
     pooling = cols[1].radio(
         "Pooling",
         ["mean", "max"],
@@ -937,22 +942,22 @@ def _weights_view(ctx: Context) -> None:
     )
     log_colour = cols[2].radio("Colour", ["linear", "log"], key="v_colour", horizontal=True) == "log"
     shared = cols[3].checkbox("Same colour scale for all heads", key="v_shared")
-    zrange = ed.head_colour_range(result, batch, pooling, log=log_colour) if shared else None
+    zrange = views.head_colour_range(result, batch, pooling, log=log_colour) if shared else None
     zmin, zmax = zrange if zrange else (None, None)
     row = None
-    if head == ed.ALL_HEADS:
+    if head == views.ALL_HEADS:
         shown = list(range(min(heads, MAX_GRID_HEADS)))
         if heads > MAX_GRID_HEADS:
             st.caption(f"Showing the first {MAX_GRID_HEADS} of {heads} heads; pick a head for the others.")
         grid = st.columns(2)
         for head_index, (values, rows, columns) in zip(
-            shown, ed.weight_maps(result, GRID_BINS, batch, shown, pooling), strict=True
+            shown, views.weight_maps(result, GRID_BINS, batch, shown, pooling), strict=True
         ):
             fig = heatmap(
                 values,
                 views.query_axis(layout, rows),
                 views.key_axis(layout, columns),
-                f"head {head_index} ({ed.grid_note(rows, columns)})",
+                f"head {head_index} ({views.grid_note(rows, columns)})",
                 zmin=zmin,
                 zmax=zmax,
                 log=log_colour,
@@ -969,20 +974,18 @@ def _weights_view(ctx: Context) -> None:
             values,
             views.query_axis(layout, rows),
             views.key_axis(layout, columns),
-            f"Attention weights, {ed.head_label(head)}, {pooling} pooling ({ed.grid_note(rows, columns)})",
+            views.weights_title(head, pooling, rows, columns),
             zmin=zmin,
             zmax=zmax,
             log=log_colour,
             colorbar_title="weight",
         )
         if row is not None:
-            ed.mark_query_row(fig, rows.bin_of(row), values.shape[1])
+            mark_query_row(fig, rows.bin_of(row), values.shape[1])
         _chart(fig)
         st.download_button(
             "Download this map as PNG",
-            data=lambda: ed.weights_png(
-                result, layout, DISPLAY_BINS, batch, head, pooling, log=log_colour, zrange=zrange
-            ),
+            data=lambda: weights_png(result, layout, DISPLAY_BINS, batch, head, pooling, log=log_colour, zrange=zrange),
             file_name="attention_weights.png",
             mime="image/png",
             on_click="ignore",
@@ -997,8 +1000,8 @@ def _weights_view(ctx: Context) -> None:
         run = ctx.run
         assert run is not None
         group, index = layout.query_group_at(row)
-        values = ed.row_weights(run, row, batch, head if head != ed.ALL_HEADS else "mean")
-        title = f"Exact weights of token {index:,} of {group.name} ({ed.head_label(head)})"
+        values = views.row_weights(run, row, batch, head if head != views.ALL_HEADS else "mean")
+        title = f"Exact weights of token {index:,} of {group.name} ({views.head_label(head)})"
         _chart(row_figure(values, layout, title))
         st.caption(
             f"Exact, not pooled: query row {row:,} against all {layout.n_keys:,} keys; 0 where the rules block "
@@ -1017,16 +1020,16 @@ def _statistics_view(ctx: Context) -> None:
     if result is None:
         return
     layout = ctx.mask.layout
-    choices = ed.head_options(ctx.scenario.attention.num_heads)
+    choices = views.head_options(ctx.scenario.attention.num_heads)
     _ensure("v_stats_head", choices, "mean")
     left, right = st.columns([1, 3] if ctx.scenario.run.batch_size > 1 else [3, 1])
     with right:
         batch = _batch_picker(ctx)
-    head = left.selectbox("Head", choices, format_func=ed.head_label, key="v_stats_head")
+    head = left.selectbox("Head", choices, format_func=views.head_label, key="v_stats_head")
     matrix = views.mass_matrix(result, batch, head)
     query_names = [g.name for g in layout.query_groups]
     key_names = [g.name + (" (cached)" if g.cached else "") for g in layout.groups]
-    _chart(mass_figure(matrix, query_names, key_names, f"Attention mass between groups ({ed.head_label(head)})"))
+    _chart(mass_figure(matrix, query_names, key_names, f"Attention mass between groups ({views.head_label(head)})"))
     st.caption(
         "Row = query group, column = key group: the mean share of a query's attention that lands in each key "
         "group (each row sums to 1)."
@@ -1045,7 +1048,7 @@ def _statistics_view(ctx: Context) -> None:
 def _cost_tab(ctx: Context) -> None:
     assert ctx.scenario is not None
     run = ctx.run
-    cost = run.cost() if run is not None else ed.scenario_cost(ctx.scenario)
+    cost = run.cost() if run is not None else compare.scenario_cost(ctx.scenario)
     st.dataframe(views.cost_table(cost), hide_index=True, width="stretch")
     st.caption(
         "Analytic, from the groups alone. The per-pattern path (MixedAttention) computes only the attended blocks; "
@@ -1063,8 +1066,8 @@ def _cost_tab(ctx: Context) -> None:
         st.button("Measure backends", on_click=_on_request, args=(token,), type="primary")
         return
     with st.status("Measuring backends; FlexAttention is compiling its kernel the first time…", expanded=True) as box:
-        with _progress(run, "Timing…"):
-            timings = run.backends()
+        with _progress("Timing…") as report:
+            timings = run.backends(progress=report)
         box.update(label="Backends measured", state="complete", expanded=False)
     st.dataframe(views.backend_table(timings), hide_index=True, width="stretch")
     _chart(backend_figure(timings))
@@ -1084,8 +1087,8 @@ def _kv_cache_tab(ctx: Context) -> None:
     run = _needs_run(ctx)
     if run is None or not _gate(ctx, "kv", run.forward_estimate(), "Run both passes"):
         return
-    with _progress(run, "Running the anchor pass, the query pass and one full pass…"):
-        check = run.kv_cache_check()
+    with _progress("Running the anchor pass, the query pass and one full pass…") as report:
+        check = run.kv_cache_check(progress=report)
     assert check is not None
     first, second, single = st.columns(3)
     with first, st.container(border=True):
@@ -1143,11 +1146,11 @@ def _spatial_view(ctx: Context) -> None:
     elif ss.get(CLOUD):
         cloud = ss[CLOUD]
         st.caption(f"Positions from your point cloud {ed.escape_markdown(cloud['name'])}.")
-        short = ed.cloud_shortfall(cloud["arrays"], layout)
+        short = short_of_points(layout, cloud["arrays"])
         if short:
             st.warning(
-                f"Your point cloud has fewer points than {', '.join(short)} need, so those groups use "
-                "generated sample-car points instead. Upload more points or use smaller groups."
+                f"Your point cloud has fewer points than {', '.join(short)} need, so points of those groups are "
+                "reused (several tokens share a position). Upload more points or use smaller groups."
             )
     _ensure("v_colour_by", list(_COLOUR_MODES), "group")
     left, middle, right = st.columns([2, 1, 1], vertical_alignment="bottom")
@@ -1162,13 +1165,13 @@ def _spatial_view(ctx: Context) -> None:
         batch = _batch_picker(ctx)
     head: Any = "mean"
     if mode != "group":
-        choices = ed.head_options(ctx.scenario.attention.num_heads)
+        choices = views.head_options(ctx.scenario.attention.num_heads)
         _ensure("v_spatial_head", choices, "mean")
-        head = right.selectbox("Head", choices, format_func=ed.head_label, key="v_spatial_head")
-    positions = ed.token_positions(run, batch)
+        head = right.selectbox("Head", choices, format_func=views.head_label, key="v_spatial_head")
+    positions = views.token_positions(run, batch)
     seed = ctx.scenario.run.seed
     if mode == "group":
-        fig = point_cloud_figure(positions, "Token positions by group", labels=ed.key_labels(layout), seed=seed)
+        fig = point_cloud_figure(positions, "Token positions by group", labels=views.key_labels(layout), seed=seed)
         caption = "Every token on the key axis (KV-cache groups included) at its position."
     elif mode == "query":
         row = _query_picker(ctx)
@@ -1178,11 +1181,15 @@ def _spatial_view(ctx: Context) -> None:
         fig = point_cloud_figure(
             positions,
             f"Attention from token {index:,} of {group.name}",
-            values=ed.row_weights(run, row, batch, head),
-            highlight=ed.query_key_column(layout, row),
+            values=views.row_weights(run, row, batch, head),
+            muted=~views.attended_keys(layout, row),
+            highlight=views.query_key_column(layout, row),
             seed=seed,
         )
-        caption = "Exact weights the selected query token (diamond) gives every key token; 0 outside its rules."
+        caption = (
+            "Exact weights the selected query token (diamond) gives the key tokens its rules let it attend; "
+            "the other keys are grey."
+        )
     else:
         result = _weights(ctx)
         if result is None:
@@ -1190,7 +1197,7 @@ def _spatial_view(ctx: Context) -> None:
         fig = point_cloud_figure(
             positions,
             "Attention received by each key token",
-            values=ed.received_weights(result, batch, head),
+            values=views.received_weights(result, batch, head),
             seed=seed,
         )
         caption = "Sum of the weights all query tokens give each key token."
@@ -1240,7 +1247,7 @@ def _compare_view(ctx: Context) -> None:
     with right:
         st.markdown("**Other**")
         _chart(group_mask_figure(other_view.groups), key="cmp_other")
-    difference = ed.mask_difference(ctx.mask.layout, other_view.layout, DISPLAY_BINS)
+    difference = compare.mask_difference(ctx.mask.layout, other_view.layout, DISPLAY_BINS)
     if difference.values is None or difference.rows is None or difference.cols is None:
         st.info(difference.message)
     else:
@@ -1249,7 +1256,7 @@ def _compare_view(ctx: Context) -> None:
                 difference.values,
                 views.query_axis(ctx.mask.layout, difference.rows),
                 views.key_axis(ctx.mask.layout, difference.cols),
-                f"Mask difference: other − current ({ed.grid_note(difference.rows, difference.cols)})",
+                f"Mask difference: other − current ({views.grid_note(difference.rows, difference.cols)})",
                 colorscale="RdBu",
                 zmin=-1,
                 zmax=1,
@@ -1259,7 +1266,9 @@ def _compare_view(ctx: Context) -> None:
         st.caption(difference.message + " Axes are labelled with the current scenario's groups.")
     st.markdown("**Cost**")
     st.dataframe(
-        ed.cost_difference(ed.scenario_cost(ctx.scenario), ed.scenario_cost(other)), hide_index=True, width="stretch"
+        compare.cost_difference(compare.scenario_cost(ctx.scenario), compare.scenario_cost(other)),
+        hide_index=True,
+        width="stretch",
     )
 
 
@@ -1323,11 +1332,11 @@ def _export_tab(ctx: Context) -> None:
         preview_json.code(json_text, language="json")
         preview_python.code(python_text, language="python")
     st.subheader("Shareable link")
-    token = ed.encode_share(scenario)
-    url = ed.share_url(st.context.url or "http://localhost:8501/", token)
+    token = share.encode_share(scenario)
+    url = share.share_url(st.context.url or "http://localhost:8501/", token)
     st.code(url, language=None, wrap_lines=True)
     st.caption(
-        f"Opening this link restores the scenario (compressed into the “{ed.SHARE_PARAM}” parameter, "
+        f"Opening this link restores the scenario (compressed into the “{share.SHARE_PARAM}” parameter, "
         f"{len(token):,} characters). Uploaded weights and point clouds are not part of it."
     )
     st.button("Put the link in the address bar", on_click=_on_share, args=(token,))
@@ -1336,7 +1345,7 @@ def _export_tab(ctx: Context) -> None:
     assert view is not None
     st.download_button(
         "Mask as PNG",
-        data=lambda: ed.mask_png(view),
+        data=lambda: mask_png(view),
         file_name="attention_mask.png",
         mime="image/png",
         on_click="ignore",

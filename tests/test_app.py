@@ -20,6 +20,7 @@ from safetensors.torch import save as save_safetensors
 from streamlit.testing.v1 import AppTest
 
 from noether.explorer import editing as ed
+from noether.explorer import share, views
 from noether.explorer.presets import DEFAULT_PRESET, PRESETS, load_preset, preset_text
 from noether.explorer.run import ExplorerRun
 from noether.explorer.scenario import scenario_to_dict, validate_scenario
@@ -250,6 +251,13 @@ def test_weights_view_reacts_to_view_settings_without_changing_the_scenario():
     assert z(heatmap).shape == (384, 384)
     assert "mean over heads" in title(heatmap) and "token 0 of surface_anchors" in title(row)
     mean_map = z(heatmap)
+    # The default example's head mean on the shared log scale spans about two decades: the colour bar still names
+    # more than one value.
+    clean(at.radio(key="v_colour").set_value("log").run())
+    trace = charts(at)[0]["data"][0]
+    ticks = [t for t in trace["colorbar"]["tickvals"] if trace["zmin"] - 1e-9 <= t <= trace["zmax"] + 1e-9]
+    assert len(ticks) >= 2, (trace["zmin"], trace["zmax"], trace["colorbar"])
+    clean(at.radio(key="v_colour").set_value("linear").run())
     clean(at.selectbox(key="v_head").select(1).run())
     head_map = z(charts(at)[0])
     assert not np.array_equal(mean_map, head_map)
@@ -262,12 +270,12 @@ def test_weights_view_reacts_to_view_settings_without_changing_the_scenario():
     assert "token 5 of volume_queries" in title(charts(at)[1])
     exact = decode(charts(at)[1]["data"][0]["y"])
     assert exact.sum() == pytest.approx(1.0, abs=1e-3)
-    clean(at.selectbox(key="v_head").select(ed.ALL_HEADS).run())
+    clean(at.selectbox(key="v_head").select(views.ALL_HEADS).run())
     assert len(charts(at)) == 3
     # View settings survive a visit to another tab.
     show(at, "Mask")
     show(at, "Weights")
-    assert at.selectbox(key="v_head").value == ed.ALL_HEADS
+    assert at.selectbox(key="v_head").value == views.ALL_HEADS
     assert at.session_state["draft"] == ed.preset_draft(DEFAULT_PRESET)
 
 
@@ -282,7 +290,10 @@ def test_statistics_spatial_and_cost_views():
     (cloud,) = charts(at)
     assert [trace["name"] for trace in cloud["data"]] == ["latents", "queries"]
     clean(at.radio(key="v_colour_by").set_value("query").run())
-    assert charts(at)[0]["data"][-1]["name"] == "selected token"
+    grey, attended, selected = charts(at)[0]["data"]
+    assert (grey["name"], attended["name"], selected["name"]) == ("not attended", "attended", "selected token")
+    # Latent token 0 reads only the 256 latents: the 4,096 queries are grey, not zero-valued colours.
+    assert len(decode(grey["x"])) == 4096 and len(decode(attended["marker"]["color"])) == 256
     clean(at.radio(key="v_colour_by").set_value("received").run())
     received = decode(charts(at)[0]["data"][0]["marker"]["color"])
     assert received.sum() == pytest.approx(256 + 4096, rel=1e-3)
@@ -330,16 +341,16 @@ def test_export_round_trips_and_the_link_restores_the_scenario():
     assert scenario_to_dict(validate_scenario(json.loads(codes["json"])).scenario) == expected
     compile(codes["python"], "scenario.py", "exec")
     url = next(c.value for c in at.code if c.value.startswith("http"))
-    token = re.search(rf"[?&]{ed.SHARE_PARAM}=([A-Za-z0-9_-]+)", url).group(1)
+    token = re.search(rf"[?&]{share.SHARE_PARAM}=([A-Za-z0-9_-]+)", url).group(1)
 
-    restored = start(**{ed.SHARE_PARAM: token})
+    restored = start(**{share.SHARE_PARAM: token})
     assert "Restored the scenario from the link" in texts(restored.success)
     assert active(restored) == expected
     assert restored.session_state["draft"]["attention"]["num_heads"] == 8
 
 
 def test_a_damaged_link_explains_and_falls_back_to_the_default():
-    at = start(**{ed.SHARE_PARAM: "eJyrVkrLz1eyUkpKLFKqBQA"})
+    at = start(**{share.SHARE_PARAM: "eJyrVkrLz1eyUkpKLFKqBQA"})
     assert "could not be restored" in texts(at.error)
     assert active(at) == scenario_to_dict(load_preset(DEFAULT_PRESET))
     assert len(charts(at)) == 2
@@ -414,7 +425,9 @@ def test_uploaded_point_cloud_places_the_tokens():
     small = io.BytesIO()
     np.save(small, points[:100])
     clean(at.get("file_uploader")[2].upload("small.npy", small.getvalue()).run())
-    assert "fewer points than surface_anchors, surface_queries, volume_anchors, volume_queries" in texts(at.warning)
+    warning = texts(at.warning)
+    assert "fewer points than surface_anchors, surface_queries, volume_anchors, volume_queries" in warning
+    assert "reused" in warning
 
 
 def test_big_computations_wait_for_a_click():

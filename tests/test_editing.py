@@ -1,20 +1,14 @@
-"""The app's pure logic: groups table <-> token_specs, rules, kinds, problems in words, share links, comparisons."""
+"""The draft and its edits: text round trip, groups table <-> token_specs, rules, kinds, problems in words."""
 
-import base64
-import zlib
-
-import numpy as np
-import plotly.graph_objects as go
 import pytest
 import torch
 import yaml
 from safetensors.torch import save as save_safetensors
 
 from noether.explorer import editing as ed
-from noether.explorer.layout import TokenLayout
+from noether.explorer.checkpoint import attention_prefixes
 from noether.explorer.presets import PRESETS, load_preset, preset_text
 from noether.explorer.problems import Problem
-from noether.explorer.run import ExplorerRun
 from noether.explorer.scenario import DEFAULT_CACHE_SIZE, scenario_to_dict, validate_scenario
 
 PRESET_KEYS = [p.key for p in PRESETS]
@@ -77,12 +71,26 @@ def test_parse_text_keeps_invalid_scenarios_and_refuses_unreadable_text():
     broken = ed.parse_text("attention: [unclosed\n")
     assert broken.document is None
     assert broken.problems[0].where.startswith("line ")
-    assert ed.parse_text("- just\n- a list\n").document is None
+    for not_a_mapping in ("- just\n- a list\n", "null", "~\n", "3"):
+        parsed = ed.parse_text(not_a_mapping)
+        assert parsed.document is None and "must be a mapping" in " ".join(str(p) for p in parsed.problems)
     assert ed.parse_text("").document is None
     dated = ed.parse_text("attention: {hidden_dim: 16, num_heads: 2}\ntoken_specs: [{name: 2024-01-01, size: 3}]\n")
     assert dated.document is None and dated.problems
     json_doc = ed.parse_text('{"attention": {"hidden_dim": 8, "num_heads": 2}, "token_specs": [{"a": 1}]}')
     assert json_doc.document == {"attention": {"hidden_dim": 8, "num_heads": 2}, "token_specs": [{"a": 1}]}
+
+
+def test_parse_text_gives_yaml_names_a_quoting_hint():
+    parsed = ed.parse_text("attention: {hidden_dim: 16, num_heads: 2}\ntoken_specs: [{name: yes, size: 3}]\n")
+    assert parsed.document is not None and parsed.document["token_specs"] == [{"name": True, "size": 3}]
+    assert any("quote names" in p.hint for p in parsed.problems)
+
+
+def test_text_round_trip_keeps_line_separators_in_values():
+    draft = small_mixed(device="x\x85y")
+    draft["token_specs"][0]["name"] = "a\u2028b"
+    assert ed.parse_text(ed.draft_to_text(draft)).document == draft
 
 
 def test_parse_text_refuses_alias_bombs():
@@ -308,155 +316,15 @@ def test_problem_markdown_escapes_user_names():
     assert "\\*\\*x\\*\\*" in text and "\\[it\\]" in text and text.startswith("**Group 1, name**")
 
 
-# ------------------------------------------------------------------------------------------------ share links
+# ------------------------------------------------------------------------------------------------ keys and widgets
 
 
-@pytest.mark.parametrize("key", PRESET_KEYS)
-def test_share_links_round_trip(key):
-    scenario = load_preset(key)
-    token = ed.encode_share(scenario)
-    assert len(token) < 2000 and set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-    report = ed.decode_share(token)
-    assert report.ok and scenario_to_dict(report.scenario) == scenario_to_dict(scenario)
-    url = ed.share_url("http://host:8501/app?old=1#frag", token)
-    assert url == f"http://host:8501/app?{ed.SHARE_PARAM}={token}"
-
-
-def _token(data: bytes) -> str:
-    return base64.urlsafe_b64encode(zlib.compress(data)).decode().rstrip("=")
-
-
-@pytest.mark.parametrize(
-    ("token", "words"),
-    [
-        ("", "empty"),
-        ("abc$%", "characters"),
-        ("A", "base64"),
-        ("AAAA", "decompress"),
-        (_token(b'{"attention": 1}')[:-6], "cut"),
-        ("A" * (ed.MAX_SHARE_CHARS + 1), "at most"),
-        (_token(b" " * (ed.MAX_SHARE_JSON_BYTES + 10)), "expands"),
-        (_token(b"not json"), "JSON"),
-        (_token(b'{"attention": {"hidden_dim": 8, "num_heads": 3}, "token_specs": [{"a": 1}]}'), "divisible"),
-    ],
-)
-def test_bad_share_links_come_back_as_problems(token, words):
-    report = ed.decode_share(token)
-    assert report.scenario is None and report.problems
-    assert words in " ".join(str(p) for p in report.problems)
-
-
-# ------------------------------------------------------------------------------------------------ comparison
-
-
-def test_mask_difference_on_equal_axes():
-    a = validate_scenario(small_mixed()).scenario
-    changed = small_mixed()
-    changed["attention_patterns"][0]["key_value_tokens"] = ["a", "b"]
-    b = validate_scenario(changed).scenario
-    la, lb = TokenLayout.from_scenario(a), TokenLayout.from_scenario(b)
-    same = ed.mask_difference(la, la, 400)
-    assert same.values is not None and not same.values.any() and "identical" in same.message
-    diff = ed.mask_difference(la, lb, 400)
-    assert diff.rows is not None and diff.rows.exact
-    assert diff.values is not None and diff.values[:8, 8:].min() == 1 and diff.values[8:].max() == 0
-    pooled = ed.mask_difference(la, lb, 3)  # 7 tokens per cell: cells straddling the a|b boundary are fractions
-    assert pooled.values is not None and pooled.values.shape == (3, 3)
-    assert pooled.values[0, 1] == pytest.approx(6 / 7) and pooled.values[0, 2] == 1
-
-
-def test_mask_difference_needs_equal_axes():
-    result = ed.mask_difference(
-        TokenLayout.from_scenario(load_preset("perceiver")), TokenLayout.from_scenario(load_preset("block_causal")), 64
-    )
-    assert result.values is None and "token axes differ" in result.message
-
-
-def test_cost_difference_table():
-    table = ed.cost_difference(ed.scenario_cost(load_preset("perceiver")), ed.scenario_cost(load_preset("perceiver")))
-    assert {row["other / current"] for row in table} <= {"same", "+0.00 points"}
-    full = ed.scenario_cost(load_preset("full_self_attention"))
-    other = ed.cost_difference(full, ed.scenario_cost(load_preset("block_causal")))
-    pairs = next(row for row in other if row["quantity"].startswith("attended pairs"))
-    assert pairs["current"] == "4,194,304" and pairs["other"] == "1,376,256" and pairs["other / current"] == "0.33x"
-
-
-# ------------------------------------------------------------------------------------------------ view data
-
-
-@pytest.fixture(scope="module")
-def small_run() -> ExplorerRun:
-    draft = ed.preset_draft("kv_cache")
-    draft = ed.update_groups(
-        draft,
-        [
-            ed.GroupRow("surface_anchors", 16, True),
-            ed.GroupRow("surface_queries", 24),
-            ed.GroupRow("volume_anchors", 8, True),
-            ed.GroupRow("volume_queries", 20),
-        ],
-    )
-    return ExplorerRun(canonical(draft))
-
-
-def test_query_rows_and_key_columns_skip_cached_groups(small_run):
-    layout = small_run.layout
-    assert ed.query_row(layout, "volume_queries", 3) == 24 + 3
-    assert ed.query_row(layout, "volume_queries", 999) == 24 + 19
-    assert ed.query_key_column(layout, 24 + 3) == 16 + 24 + 8 + 3
-    with pytest.raises(KeyError):
-        ed.query_row(layout, "surface_anchors", 0)
-    labels = ed.key_labels(layout)
-    assert len(labels) == layout.n_keys and labels[16] == "surface_queries" and labels[-1] == "volume_queries"
-
-
-def test_row_received_and_positions(small_run):
-    row = ed.row_weights(small_run, 5, 0, "mean")
-    assert row.shape == (small_run.layout.n_keys,)
-    assert row.sum() == pytest.approx(1.0, abs=1e-5)
-    assert np.allclose(row[16:], 0.0)  # surface queries attend only to the cached surface anchors
-    assert ed.row_weights(small_run, 5, 0, 1).sum() == pytest.approx(1.0, abs=1e-5)
-    result = small_run.weights(64)
-    received = ed.received_weights(result, 0, "mean")
-    assert received.sum() == pytest.approx(small_run.layout.n_queries, rel=1e-4)
-    assert ed.token_positions(small_run, 0).shape == (small_run.layout.n_keys, 3)
-
-
-def test_colour_ranges_and_pngs(small_run):
-    result = small_run.weights(64)
-    low, high = ed.head_colour_range(result, 0, "mean", log=False)
-    assert low == 0.0 and high == pytest.approx(float(result.mean[0].max()))
-    low_log, _ = ed.head_colour_range(result, 0, "max", log=True)
-    assert low_log > 0
-    assert ed.colour_range([np.zeros((2, 2))], log=True) == (1e-12, 1.0)
-    maps = ed.weight_maps(result, 8, 0, [0, 1], "max")
-    assert len(maps) == 2 and maps[0][0].shape[0] <= 8
-    png = ed.weights_png(result, small_run.layout, 400, 0, "mean", "mean", log=True)
-    assert png.startswith(b"\x89PNG")
-    view = ed.mask_view(small_run.scenario, 400)
-    assert ed.mask_png(view).startswith(b"\x89PNG")
-    assert view.pooled.shape == (view.rows.bins, view.cols.bins)
-    assert ed.grid_note(view.rows, view.cols).startswith("exact")
-
-
-def test_mark_query_row_adds_an_outline():
-    fig = ed.mark_query_row(go.Figure(), 3, 10)
-    assert fig.layout.shapes[0].y0 == 2.5 and fig.layout.shapes[0].x1 == 9.5
-
-
-def test_small_choices():
-    assert ed.head_options(3) == ["mean", 0, 1, 2]
-    assert ed.head_options(3, with_all=True)[-1] == ed.ALL_HEADS
-    assert ed.head_options(1, with_all=True) == ["mean", 0]
-    assert ed.head_label(0) == "head 0" and ed.head_label("mean") == "mean over heads"
-    assert ed.device_options("cuda", ["cpu"]) == ["auto", "cpu", "cuda"]
-    assert ed.device_options("cpu", ["cpu"]) == ["auto", "cpu"]
-    assert ed.device_label("cuda", ["cpu"]) == "cuda (not available here)"
-    assert ed.device_label("auto", ["cpu"]) == "auto (here: cpu)"
+def test_small_coercions_for_widgets():
     assert ed.as_int("x", 4) == 4 and ed.as_int(True, 4) == 4 and ed.as_int(7.0, 4) == 7
     assert ed.as_float(float("nan"), 0.5) == 0.5 and ed.as_bool("yes", False) is False
     assert ed.as_int(10**30, 4) == 4 and ed.as_int(1e30, 4) == 4 and ed.as_float(10**400, 0.5) == 0.5
     assert ed.choice(1, [True, 1], 0) == 1 and ed.choice(True, [1], 0) == 0
+    assert ed.DTYPES == ("float32", "float64", "bfloat16", "float16")
 
 
 def test_run_cache_key_names_what_changes_the_run():
@@ -472,26 +340,7 @@ def test_run_cache_key_names_what_changes_the_run():
 def test_attention_prefixes_and_digest():
     layer = {f"{p}{k}": torch.zeros(1) for p in ("blocks.0.attn.", "blocks.1.attn.") for k in ("q.weight", "k.weight")}
     layer |= {f"blocks.0.attn.{k}": torch.zeros(1) for k in ("v.weight", "proj.weight")}
-    assert ed.attention_prefixes(layer) == ["blocks.0.attn."]
-    assert ed.attention_prefixes({"q.weight": 1, "k.weight": 1, "v.weight": 1, "proj.weight": 1}) == [""]
+    assert attention_prefixes(layer) == ["blocks.0.attn."]
+    assert attention_prefixes({"q.weight": 1, "k.weight": 1, "v.weight": 1, "proj.weight": 1}) == [""]
     data = save_safetensors({"x": torch.zeros(2)})
     assert ed.digest(data) == ed.digest(bytes(data)) and len(ed.digest(data)) == 16
-
-
-def test_cloud_shortfall_names_groups_the_cloud_cannot_fill():
-    layout = TokenLayout.from_scenario(load_preset("self_anchor"))
-    cloud = {"surface": np.zeros((1500, 3)), "volume": np.zeros((5000, 3))}
-    assert ed.cloud_shortfall(cloud, layout) == ["surface_queries"]
-    other = TokenLayout.from_scenario(load_preset("perceiver"))
-    assert ed.cloud_shortfall(cloud, other) == []
-
-
-def test_keep_scale_colours_avoids_streamlits_placeholder_colours():
-    from noether.explorer.figures import point_cloud_figure
-
-    fig = point_cloud_figure(np.zeros((3, 3)), "t", values=np.arange(3.0))
-    assert fig.data[0].marker.colorscale[0][1] == "#000004"
-    scale = ed.keep_scale_colours(fig).data[0].marker.colorscale
-    assert scale[0][1] == "#010005" and scale[-1][1] == "#fcffa4"
-    heat = ed.keep_scale_colours(go.Figure(go.Heatmap(z=[[1]], colorscale=[[0, "#000010"], [1, "#ffffff"]])))
-    assert heat.data[0].colorscale[0][1] == "#010005"

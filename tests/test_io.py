@@ -29,9 +29,11 @@ from noether.explorer.io import (
     dump_yaml,
     load_scenario_bytes,
     load_scenario_file,
+    parse_document,
     scenario_json_schema,
     upstream_payload,
 )
+from noether.explorer.problems import errors
 from noether.explorer.scenario import Scenario, ScenarioReport, validate_scenario
 from noether.modeling.functional.init import SUPPORTED_INIT_MODES
 
@@ -286,6 +288,25 @@ def test_explicit_format_wins_over_the_extension():
 def test_json_errors_carry_line_and_column():
     report = load_scenario_bytes(b'{\n  "attention": {\n    "hidden_dim": 8,,\n', name="x.json")
     assert report.problems[0].where == "line 3, column 21"
+
+
+def test_parse_document_returns_what_it_could_read():
+    invalid = "attention: {hidden_dim: 8, num_heads: 3}\ntoken_specs: [{a: on}]\n"
+    document, problems = parse_document(invalid, name="x.yaml")
+    assert document == {"attention": {"hidden_dim": 8, "num_heads": 3}, "token_specs": [{"a": True}]}
+    assert [p.severity for p in problems] == ["warning"] and "'on' is read as the boolean true" in problems[0].message
+    assert parse_document(invalid.encode(), name="x.yaml") == (document, problems)
+    assert not load_scenario_bytes(invalid.encode(), name="x.yaml").ok
+    assert parse_document("null", name="x.json") == (None, [])  # readable, just not a mapping
+    for unreadable in ("attention: [", "when: 2024-01-01", "", "\ud800: 1", "[" * 100 + "]" * 100):
+        document, problems = parse_document(unreadable)
+        assert document is None and errors(problems), unreadable
+
+
+def test_null_documents_are_refused_as_no_mapping():
+    for text, fmt in (("null", "json"), ("~\n", "yaml")):
+        report = load_text(text, fmt)
+        assert report.scenario is None and "must be a mapping" in text_of(report)
 
 
 def test_yaml_specials_as_names_get_a_quoting_hint():

@@ -3,6 +3,7 @@ group names are escaped, PNGs are valid, and the tables have their columns."""
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,9 +18,13 @@ from noether.explorer.cost import BackendTiming
 from noether.explorer.figures import (
     MAX_CLOUD_POINTS,
     MAX_LINE_POINTS,
+    MUTED_COLOUR,
     backend_figure,
+    colour_scale,
     group_mask_figure,
     heatmap,
+    log_ticks,
+    mark_query_row,
     mask_figure,
     mass_figure,
     point_cloud_figure,
@@ -138,7 +143,7 @@ def test_mask_figure_content(run: ExplorerRun) -> None:
 def test_pooled_mask_figure_says_how_many_tokens_a_cell_holds(run: ExplorerRun) -> None:
     rows, cols = run.grids(4)
     fig = mask_figure(run.layout, pooled_mask(run.layout, rows, cols), rows, cols)
-    assert f"1 cell = {rows.factor} x {cols.factor} tokens" in fig.layout.title.text
+    assert f"1 cell = {rows.factor:,} query x {cols.factor:,} key tokens" in fig.layout.title.text
 
 
 def test_log_heatmap_ticks_are_powers_of_ten() -> None:
@@ -148,6 +153,56 @@ def test_log_heatmap_ticks_are_powers_of_ten() -> None:
     assert z.max() == pytest.approx(0.0)
     assert z.min() == pytest.approx(-4.0)  # zeros are floored at the smallest positive value
     assert list(fig.data[0].colorbar.ticktext) == ["1e-4", "1e-3", "1e-2", "1e-1", "1e0"]
+
+
+def test_log_colour_bars_under_two_decades_get_2x_and_5x_ticks() -> None:
+    fig = heatmap(np.array([[3e-4, 1e-3], [4e-3, 8e-3]]), None, None, "log", log=True)
+    assert list(fig.data[0].colorbar.ticktext) == ["5e-4", "1e-3", "2e-3", "5e-3"]
+    np.testing.assert_allclose(fig.data[0].colorbar.tickvals, np.log10([5e-4, 1e-3, 2e-3, 5e-3]))
+    # A shared colour range sets the ticks, not the map's own values.
+    shared = heatmap(np.array([[3e-3, 4e-3]]), None, None, "log", log=True, zmin=1e-3, zmax=1e-1)
+    assert list(shared.data[0].colorbar.ticktext) == ["1e-3", "1e-2", "1e-1"]
+    assert (shared.data[0].zmin, shared.data[0].zmax) == pytest.approx((-3, -1))
+    assert log_ticks(np.log10(3e-3), np.log10(4e-3))[1] == ["3e-3", "4e-3"]
+    assert log_ticks(np.log10(2.1e-3), np.log10(2.3e-3))[1] == ["0.0021", "0.0023"]
+
+
+def test_colour_scales_avoid_streamlits_placeholder_colours(run: ExplorerRun) -> None:
+    """Streamlit swaps #000001...#0000ff for theme colours: Inferno's #000004 would draw as lavender."""
+    assert colour_scale("Inferno")[0] == (0.0, "#010004") and colour_scale("Inferno")[-1] == (1.0, "#fcffa4")
+    assert colour_scale("Viridis")[0][1] == "#440154"
+    figures = all_figures(run)
+    figures["inferno heatmap"] = heatmap(np.eye(3), None, None, "t", colorscale="Inferno")
+    for name, fig in figures.items():
+        data = strings(json.loads(fig.to_json())["data"])
+        placeholders = [t for t in data if re.fullmatch(r"#0000[0-9a-fA-F]{2}", t)]
+        assert not placeholders, name
+
+
+def test_point_cloud_greys_out_muted_points_and_keeps_the_legend_below() -> None:
+    positions = np.arange(30, dtype=np.float64).reshape(10, 3)
+    values = np.linspace(0.0, 0.9, 10)
+    muted = np.arange(10) >= 6
+    fig = point_cloud_figure(positions, "t", values=values, muted=muted, highlight=2)
+    grey, coloured, selected = fig.data
+    assert grey.name == "not attended" and grey.marker.color == MUTED_COLOUR and list(grey.x) == [18, 21, 24, 27]
+    # Only the attended points carry values, so the colour scale spans them alone.
+    np.testing.assert_allclose(coloured.marker.color, values[:6], rtol=1e-6)
+    assert list(coloured.x) == [0, 3, 6, 9, 12, 15] and list(selected.x) == [6]
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y <= 0
+    unmuted = point_cloud_figure(positions, "t", values=values)
+    assert len(unmuted.data) == 1 and len(unmuted.data[0].x) == 10
+    # Subsampling keeps the mask aligned with the points it belongs to.
+    big = np.random.default_rng(0).normal(size=(MAX_CLOUD_POINTS + 5000, 3))
+    flags = big[:, 0] > 0
+    sampled = point_cloud_figure(big, "t", values=big[:, 1], muted=flags)
+    assert (np.asarray(sampled.data[0].x) > 0).all() and (np.asarray(sampled.data[1].x) <= 0).all()
+    assert sum(len(trace.x) for trace in sampled.data) == MAX_CLOUD_POINTS
+
+
+def test_mark_query_row_outlines_the_row() -> None:
+    fig = mark_query_row(go.Figure(), 3, 10)
+    assert fig.layout.shapes[0].y0 == 2.5 and fig.layout.shapes[0].y1 == 3.5 and fig.layout.shapes[0].x1 == 9.5
 
 
 def test_group_mask_figure_annotates_pairs(run: ExplorerRun) -> None:

@@ -68,8 +68,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return load_state_dict_bytes(path.read_bytes(), name=str(path))
 
 
-def _prefixes(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
-    """Prefixes under which a full set of attention projections (q, k, v, proj) is stored."""
+def attention_prefixes(state_dict: Mapping[str, object]) -> list[str]:
+    """Prefixes under which a full set of attention projections (q, k, v, proj) is stored, sorted."""
     found = []
     for key in state_dict:
         if key.endswith("q.weight"):
@@ -87,7 +87,7 @@ def select_attention_weights(
     ``prefix`` picks a layer in a full-model checkpoint (e.g. "blocks.3.attn."); without it the file must hold
     exactly one attention layer.
     """
-    prefixes = _prefixes(state_dict)
+    prefixes = attention_prefixes(state_dict)
     if prefix is None:
         if not prefixes:
             raise ExplorerError(

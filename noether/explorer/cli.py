@@ -327,7 +327,7 @@ def render_scenario(scenario: "Scenario", args: argparse.Namespace, progress: Pr
     from noether.explorer.layout import PoolGrid
     from noether.explorer.masks import pooled_mask
     from noether.explorer.png import heatmap_png
-    from noether.explorer.views import display_map, key_axis, query_axis
+    from noether.explorer.views import display_map, grid_note, key_axis, query_axis
 
     run = _engine_run(scenario, args, progress)
     _check_view_choice(run, args)
@@ -339,16 +339,13 @@ def render_scenario(scenario: "Scenario", args: argparse.Namespace, progress: Pr
         rows, cols = PoolGrid.fit(layout.n_queries, budget), PoolGrid.fit(layout.n_keys, budget)
         values = pooled_mask(layout, rows, cols)
         style: dict[str, Any] = {"colorscale": "Blues", "zmin": 0.0, "zmax": 1.0, "log": False}
-        title = f"Attention mask (share of attended pairs, 1 cell = {rows.factor} x {cols.factor} tokens)"
+        title = f"Attention mask ({grid_note(rows, cols)}): share of attended pairs"
     else:
         result = run.weights(pixels=max(budget, 1024))
         values, rows, cols = display_map(result, budget, args.batch, args.head, args.pooling)
         style = {"colorscale": "Viridis", "log": True}
         head = "head mean" if args.head == "mean" else f"head {args.head}"
-        title = (
-            f"Attention weights ({head}, {args.pooling} of {rows.factor} x {cols.factor} tokens per cell, "
-            f"sample {args.batch})"
-        )
+        title = f"Attention weights ({head}, {args.pooling} pooling, {grid_note(rows, cols)}, sample {args.batch})"
     row_axis, col_axis = query_axis(layout, rows), key_axis(layout, cols)
     progress(f"writing {_printable(str(out))}")
     if html:

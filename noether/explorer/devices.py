@@ -1,5 +1,6 @@
 """Honest device choice: what is available, what was asked for, and what is used."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,18 @@ def available_devices() -> list[str]:
     if torch.backends.mps.is_available():
         devices.append("mps")
     return [*devices, "cpu"]
+
+
+def device_options(current: str, available: Sequence[str]) -> list[str]:
+    """ "auto" and the available devices, plus the scenario's own device when this machine lacks it."""
+    options = ["auto", *available]
+    return options if current in options or not isinstance(current, str) else [*options, current]
+
+
+def device_label(device: str, available: Sequence[str]) -> str:
+    if device == "auto":
+        return f"auto (here: {available[0] if available else 'cpu'})"
+    return device if device in available else f"{device} (not available here)"
 
 
 def resolve_device(requested: str) -> DeviceChoice:

@@ -1,4 +1,4 @@
-"""The logic behind the app's editors and views, free of Streamlit so that it can be unit-tested.
+"""The draft being edited in the app, and its edits, free of Streamlit so that it can be unit-tested.
 
 The app keeps the document being edited (the "draft") as a plain mapping that may be invalid in any way: the user's
 edits are never thrown away because they do not validate. Every function here takes and returns such mappings (new
@@ -6,43 +6,24 @@ copies, never mutated in place) and never raises on bad content; validation itse
 :func:`noether.explorer.scenario.validate_scenario`.
 """
 
-import base64
-import binascii
 import copy
 import hashlib
 import json
 import math
 import re
-import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import urlencode
+from typing import Any, Literal, get_args
 
-import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import yaml
 
 from noether.core.schemas.modules.attention import TokenSpec
-from noether.explorer.cost import CostSummary, cost_summary
-from noether.explorer.guard import format_bytes
-from noether.explorer.io import load_scenario_bytes
-from noether.explorer.layout import PoolGrid, TokenLayout
-from noether.explorer.masks import GroupMask, group_mask, pooled_mask
-from noether.explorer.png import heatmap_png
+from noether.explorer.io import FlowList, FlowMap, parse_document, validate_document, yaml_text
 from noether.explorer.presets import load_preset
-from noether.explorer.problems import Problem
-from noether.explorer.run import ExplorerRun
-from noether.explorer.scenario import (
-    DEFAULT_CACHE_SIZE,
-    Scenario,
-    ScenarioReport,
-    scenario_to_dict,
-)
-from noether.explorer.views import HeadChoice, Pooling, display_map, key_axis, query_axis, weight_map
-from noether.explorer.weights import WeightResult
+from noether.explorer.problems import Problem, errors
+from noether.explorer.scenario import DEFAULT_CACHE_SIZE, DTypeName, Scenario, scenario_to_dict
 from noether.modeling.functional.init import SUPPORTED_INIT_MODES
 from noether.modeling.modules.attention.anchor_attention import (
     cross_anchor_patterns,
@@ -63,8 +44,7 @@ KIND_LABELS = {
     "cross_anchor": "cross_anchor: each branch reads the other branches' anchors",
     "joint_anchor": "joint_anchor: every group reads all anchors",
 }
-DTYPES = ("float32", "float64", "bfloat16", "float16")
-ELEMENT_BYTES = {"float32": 4, "float64": 8, "bfloat16": 2, "float16": 2}
+DTYPES: tuple[str, ...] = get_args(DTypeName)
 INIT_MODES = tuple(SUPPORTED_INIT_MODES)
 DEFAULT_ANCHOR_SUFFIX = "_anchors"
 ATTENTION_DEFAULTS: dict[str, Any] = {
@@ -140,36 +120,6 @@ def remove_value(draft: Mapping[str, Any], path: Sequence[str]) -> Draft:
     return result
 
 
-def scenario_key(scenario: Scenario) -> str:
-    """Compact canonical JSON: equal for equal scenarios, so it keys caches of runs and figures."""
-    return json.dumps(scenario_to_dict(scenario), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-class _Flow(dict):
-    """A mapping written on one line."""
-
-
-class _FlowList(list):
-    """A list written on one line."""
-
-
-class _DraftDumper(yaml.SafeDumper):
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-_DraftDumper.add_representer(
-    _Flow, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
-)
-_DraftDumper.add_representer(
-    _FlowList, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
-)
-
-
 def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
@@ -179,11 +129,11 @@ def _flow_styled(value: Any, depth: int = 0) -> Any:
     if isinstance(value, Mapping):
         items = {key: _flow_styled(child, depth + 1) for key, child in value.items()}
         if depth >= 2 and all(_is_scalar(child) for child in value.values()):
-            return _Flow(items)
+            return FlowMap(items)
         return items
     if isinstance(value, list | tuple):
         items = [_flow_styled(child, depth + 1) for child in value]
-        return _FlowList(items) if all(_is_scalar(child) for child in value) else items
+        return FlowList(items) if all(_is_scalar(child) for child in value) else items
     return value
 
 
@@ -192,7 +142,7 @@ def draft_to_text(draft: Mapping[str, Any], fmt: Literal["yaml", "json"] = "yaml
     if fmt == "json":
         return json.dumps(draft, indent=2, ensure_ascii=False, default=str) + "\n"
     try:
-        return yaml.dump(_flow_styled(draft), Dumper=_DraftDumper, sort_keys=False, allow_unicode=True, width=120)
+        return yaml_text(_flow_styled(draft))
     except yaml.YAMLError:
         return json.dumps(draft, indent=2, ensure_ascii=False, default=str) + "\n"
 
@@ -205,36 +155,17 @@ class ParsedText:
     problems: list[Problem]
 
 
-_READING_PLACES = ("(file)", "(document)")
-
-
-def _is_reading_problem(problem: Problem) -> bool:
-    return problem.where in _READING_PLACES or problem.where.startswith("line ")
-
-
 def parse_text(text: str, name: str = "editor") -> ParsedText:
-    """Read YAML or JSON text with the bounded, safe loader of :mod:`noether.explorer.io`.
+    """Read YAML or JSON text with the bounded, safe loader of :mod:`noether.explorer.io` and validate it.
 
     ``document`` is None when the text is not a readable mapping of plain values (a syntax error, an over-large
-    or over-deep document, dates or NaN); otherwise it is the mapping, even when the scenario is invalid.
+    or over-deep document, dates or NaN, a list); otherwise it is the mapping, even when the scenario is invalid.
     """
-    data = text.encode("utf-8", "surrogatepass")
-    report = load_scenario_bytes(data, name=name)
-    reading = [p for p in report.problems if _is_reading_problem(p)]
-    if reading:
+    document, reading = parse_document(text, name=name)
+    if errors(reading):
         return ParsedText(None, reading)
-    # The io loader accepted the syntax and the size/depth limits, so a plain safe load of the same text is bounded.
-    try:
-        document = json.loads(text) if text.lstrip()[:1] in ("{", "[") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError):
-        document = yaml.safe_load(text)
-    if not isinstance(document, dict):
-        return ParsedText(None, report.problems)
-    try:
-        json.dumps(document, allow_nan=False)
-    except (TypeError, ValueError):
-        return ParsedText(None, report.problems)
-    return ParsedText(document, report.problems)
+    report = validate_document(document, reading)
+    return ParsedText(document if isinstance(document, dict) else None, report.problems)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -756,343 +687,17 @@ def problem_markdown(problem: Problem, draft: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Share links: the canonical JSON, compressed, in one query parameter
-# --------------------------------------------------------------------------------------------------------------------
-
-SHARE_PARAM = "scenario"
-MAX_SHARE_CHARS = 32_768
-"""Longest accepted link parameter; real scenarios compress to a few hundred characters."""
-MAX_SHARE_JSON_BYTES = 256 * 1024
-"""Most bytes a link may decompress to (stops zip bombs before they inflate)."""
-_BASE64_URL = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
-
-
-def encode_share(scenario: Scenario) -> str:
-    """Compact canonical JSON (generated rules left out), zlib-compressed, urlsafe base64 without padding."""
-    text = json.dumps(draft_from_scenario(scenario), separators=(",", ":"), ensure_ascii=False)
-    return base64.urlsafe_b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii").rstrip("=")
-
-
-def _link_problem(message: str, hint: str = "Copy the whole link again from the Export tab.") -> ScenarioReport:
-    return ScenarioReport(None, [Problem("link", message, hint)])
-
-
-def decode_share(token: str) -> ScenarioReport:
-    """The scenario a link parameter holds; a damaged, oversized or invalid one comes back as problems."""
-    token = token.strip()
-    if not token:
-        return _link_problem("the scenario parameter is empty.")
-    if len(token) > MAX_SHARE_CHARS:
-        return _link_problem(
-            f"the scenario parameter is {len(token):,} characters; links hold at most {MAX_SHARE_CHARS:,}."
-        )
-    if not _BASE64_URL.match(token):
-        return _link_problem("the scenario parameter has characters a link never contains (it was cut or edited).")
-    try:
-        compressed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        return _link_problem("the scenario parameter is not valid base64 (it was cut or edited).")
-    inflater = zlib.decompressobj()
-    try:
-        data = inflater.decompress(compressed, MAX_SHARE_JSON_BYTES)
-    except zlib.error:
-        return _link_problem("the scenario parameter is damaged: it does not decompress (it was cut or edited).")
-    if inflater.unconsumed_tail:
-        return _link_problem(f"the scenario parameter expands to more than {MAX_SHARE_JSON_BYTES // 1024} KiB.")
-    if not inflater.eof:
-        return _link_problem("the scenario parameter is incomplete (the link was cut off).")
-    report = load_scenario_bytes(data, name="link.json", fmt="json")
-    return report
-
-
-def share_url(base_url: str, token: str) -> str:
-    """The app's address with the scenario parameter (any query or fragment of ``base_url`` replaced)."""
-    base = base_url.split("#")[0].split("?")[0]
-    return f"{base}?{urlencode({SHARE_PARAM: token})}"
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Comparison of two scenarios
+# Cache keys: what identifies a scenario, an uploaded file, a prepared run
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MaskDifference:
-    """Pooled mask of B minus pooled mask of A, when both have the same token axes."""
-
-    values: np.ndarray | None
-    """(row bins, column bins) in [-1, 1]: +1 attended only in B, -1 only in A; None when the axes differ."""
-    rows: PoolGrid | None
-    cols: PoolGrid | None
-    message: str
-    """What the map shows, or why there is none."""
+def scenario_key(scenario: Scenario) -> str:
+    """Compact canonical JSON: equal for equal scenarios, so it keys caches of runs and figures."""
+    return json.dumps(scenario_to_dict(scenario), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def mask_difference(a: TokenLayout, b: TokenLayout, budget: int) -> MaskDifference:
-    """Token-level mask difference on a shared pooled grid; only defined when the query and key axes have equal
-    lengths (the groups may be named differently)."""
-    if (a.n_queries, a.n_keys) != (b.n_queries, b.n_keys):
-        return MaskDifference(
-            None,
-            None,
-            None,
-            f"The token axes differ (current: {a.n_queries:,} queries x {a.n_keys:,} keys, other: "
-            f"{b.n_queries:,} x {b.n_keys:,}), so a token-by-token mask difference is not defined; "
-            "compare the group diagrams and the cost table instead.",
-        )
-    rows, cols = PoolGrid.fit(a.n_queries, budget), PoolGrid.fit(a.n_keys, budget)
-    values = pooled_mask(b, rows, cols) - pooled_mask(a, rows, cols)
-    changed = int(np.count_nonzero(np.abs(values) > 1e-12))
-    if changed == 0:
-        message = "The two masks are identical: every (query, key) pair is attended in both or in neither."
-    else:
-        message = (
-            f"{changed:,} of {values.size:,} cells differ. Blue: attended only in the other scenario; red: only in "
-            "the current one (a pooled cell shows the share of its pairs that changed)."
-        )
-    return MaskDifference(values, rows, cols, message)
-
-
-def scenario_cost(scenario: Scenario) -> CostSummary:
-    """Analytic cost of a scenario from its groups alone (no module is built)."""
-    return cost_summary(
-        TokenLayout.from_scenario(scenario),
-        scenario.attention.hidden_dim,
-        scenario.run.batch_size,
-        ELEMENT_BYTES.get(scenario.run.dtype, 4),
-    )
-
-
-def _ratio(a: float, b: float) -> str:
-    if a == b:
-        return "same"
-    if a == 0:
-        return "new"
-    return f"{b / a:.2f}x"
-
-
-def cost_difference(a: CostSummary, b: CostSummary) -> list[dict[str, str]]:
-    """Side-by-side cost of the current scenario (A) and the other one (B), with B relative to A."""
-
-    def count(value: float) -> str:
-        return f"{value:,.0f}"
-
-    def flops(value: float) -> str:
-        return f"{value:.3g}"
-
-    rows = [
-        ("query tokens", a.n_queries, b.n_queries, count),
-        ("key tokens", a.n_keys, b.n_keys, count),
-        ("attended pairs (per head and sample)", a.attended_pairs, b.attended_pairs, count),
-        ("attention FLOPs", a.attention_flops, b.attention_flops, flops),
-        ("projection FLOPs", a.projection_flops, b.projection_flops, flops),
-        ("dense bool mask", a.dense_mask_bytes, b.dense_mask_bytes, format_bytes),
-        ("per-pattern extra activations", a.per_pattern_bytes, b.per_pattern_bytes, format_bytes),
-    ]
-    table = [
-        {"quantity": name, "current": fmt(x), "other": fmt(y), "other / current": _ratio(x, y)}
-        for name, x, y, fmt in rows
-    ]
-    table.insert(
-        3,
-        {
-            "quantity": "sparsity",
-            "current": f"{a.sparsity:.2%}",
-            "other": f"{b.sparsity:.2%}",
-            "other / current": f"{(b.sparsity - a.sparsity) * 100:+.2f} points",
-        },
-    )
-    return table
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# View data: heads, query tokens, colour ranges, per-token values
-# --------------------------------------------------------------------------------------------------------------------
-
-ALL_HEADS = "all"
-HeadOption = HeadChoice | Literal["all"]
-
-
-def head_options(num_heads: int, *, with_all: bool = False) -> list[HeadOption]:
-    options: list[HeadOption] = ["mean", *range(num_heads)]
-    return [*options, ALL_HEADS] if with_all and num_heads > 1 else options
-
-
-def head_label(head: HeadOption) -> str:
-    if head == "mean":
-        return "mean over heads"
-    if head == ALL_HEADS:
-        return "all heads side by side"
-    return f"head {head}"
-
-
-def query_row(layout: TokenLayout, group: str, index: int) -> int:
-    """Query-axis row of token ``index`` of input group ``group`` (index clamped into the group)."""
-    found = layout.by_name[group]
-    if found.query_offset is None:
-        raise KeyError(f"group '{group}' is cached and has no queries")
-    return found.query_offset + min(max(index, 0), max(found.size - 1, 0))
-
-
-def query_key_column(layout: TokenLayout, row: int) -> int:
-    """Key-axis column of the token at query row ``row`` (where the query token itself sits among the keys)."""
-    group, index = layout.query_group_at(row)
-    return group.key_offset + index
-
-
-def key_labels(layout: TokenLayout) -> list[str]:
-    """Group name of every key-axis token (for colouring token positions by group)."""
-    names = np.array([g.name for g in layout.groups], dtype=object)
-    return np.repeat(names, [g.size for g in layout.groups]).tolist()
-
-
-def _select_head(values: np.ndarray, head: HeadChoice) -> np.ndarray:
-    return values.mean(0) if head == "mean" else values[head]
-
-
-def row_weights(run: ExplorerRun, row: int, batch: int, head: HeadChoice) -> np.ndarray:
-    """Exact weights of query row ``row`` over every key: one head or the head mean."""
-    return _select_head(run.exact_row(row)[batch].double().numpy(), head)
-
-
-def received_weights(result: WeightResult, batch: int, head: HeadChoice) -> np.ndarray:
-    """Total attention each key token receives from all queries: one head or the head mean."""
-    return _select_head(result.received[batch].double().numpy(), head)
-
-
-def token_positions(run: ExplorerRun, batch: int) -> np.ndarray:
-    """(keys, 3) positions of every key-axis token of batch element ``batch``."""
-    return run.inputs.positions[batch].double().numpy()
-
-
-def weight_maps(
-    result: WeightResult, budget: int, batch: int, heads: Sequence[HeadChoice], pooling: Pooling
-) -> list[tuple[np.ndarray, PoolGrid, PoolGrid]]:
-    """Display maps (see :func:`views.display_map`) of several heads."""
-    return [display_map(result, budget, batch, head, pooling) for head in heads]
-
-
-def colour_range(maps: Sequence[np.ndarray], *, log: bool) -> tuple[float, float]:
-    """One colour range for several maps: 0 (log: the smallest positive value) to the largest value."""
-    high = max((float(np.max(m)) for m in maps if m.size), default=1.0)
-    if not log:
-        return 0.0, high if high > 0 else 1.0
-    positives = [float(np.min(m[m > 0])) for m in maps if (m > 0).any()]
-    return (min(positives) if positives else 1e-12), high if high > 0 else 1.0
-
-
-def head_colour_range(result: WeightResult, batch: int, pooling: Pooling, *, log: bool) -> tuple[float, float]:
-    """The colour range shared by the head mean and every head, so that switching heads keeps one scale."""
-    heads: list[HeadChoice] = ["mean", *range(result.mean.shape[1])]
-    return colour_range([weight_map(result, batch, head, pooling) for head in heads], log=log)
-
-
-def grid_note(rows: PoolGrid, cols: PoolGrid) -> str:
-    """What one cell of a pooled map covers."""
-    if rows.exact and cols.exact:
-        return "exact: 1 cell = 1 query-key pair"
-    return f"1 cell = {rows.factor:,} query x {cols.factor:,} key tokens"
-
-
-@dataclass(frozen=True)
-class MaskView:
-    """Everything the Mask view draws, from the group structure alone (no module, no inputs)."""
-
-    layout: TokenLayout
-    groups: GroupMask
-    pooled: np.ndarray
-    """(row bins, column bins): share of attended (query, key) pairs in each cell."""
-    rows: PoolGrid
-    cols: PoolGrid
-
-
-def mask_view(scenario: Scenario, budget: int) -> MaskView:
-    layout = TokenLayout.from_scenario(scenario)
-    rows, cols = PoolGrid.fit(layout.n_queries, budget), PoolGrid.fit(layout.n_keys, budget)
-    return MaskView(layout, group_mask(layout), pooled_mask(layout, rows, cols), rows, cols)
-
-
-def mask_png(view: MaskView) -> bytes:
-    """The token-level mask as a PNG with group names and boundaries."""
-    return heatmap_png(
-        view.pooled,
-        query_axis(view.layout, view.rows),
-        key_axis(view.layout, view.cols),
-        f"Attention mask ({grid_note(view.rows, view.cols)}): share of attended pairs",
-        colorscale="Blues",
-        zmin=0.0,
-        zmax=1.0,
-    )
-
-
-def weights_png(
-    result: WeightResult,
-    layout: TokenLayout,
-    budget: int,
-    batch: int,
-    head: HeadChoice,
-    pooling: Pooling,
-    *,
-    log: bool = False,
-    zrange: tuple[float, float] | None = None,
-) -> bytes:
-    """The attention-weight map of one head (or the head mean) as a PNG, as the Weights view shows it."""
-    values, rows, cols = display_map(result, budget, batch, head, pooling)
-    zmin, zmax = zrange if zrange is not None else (None, None)
-    return heatmap_png(
-        values,
-        query_axis(layout, rows),
-        key_axis(layout, cols),
-        f"Attention weights, {head_label(head)}, {pooling} pooling ({grid_note(rows, cols)})",
-        zmin=zmin,
-        zmax=zmax,
-        log=log,
-    )
-
-
-_STREAMLIT_PLACEHOLDER = re.compile(r"^#0000[0-9a-f]{2}$", re.IGNORECASE)
-
-
-def keep_scale_colours(fig: go.Figure) -> go.Figure:
-    """Nudge colours like #000004 (Inferno's black) to a visually identical #010005.
-
-    Streamlit's chart theme uses #000001...#0000ff as placeholders that its front end replaces with theme colours,
-    so a colour scale starting at #000004 would show its lowest values in lavender.
-    """
-    for trace in fig.data:
-        for holder in (trace, getattr(trace, "marker", None)):
-            scale = getattr(holder, "colorscale", None) if holder is not None else None
-            if scale:
-                holder.colorscale = [
-                    [stop, "#010005" if isinstance(c, str) and _STREAMLIT_PLACEHOLDER.match(c) else c]
-                    for stop, c in scale
-                ]
-    return fig
-
-
-def mark_query_row(fig: go.Figure, row_bin: int, columns: int) -> go.Figure:
-    """Outline the pooled row that holds the selected query token."""
-    fig.add_shape(
-        type="rect",
-        x0=-0.5,
-        x1=columns - 0.5,
-        y0=row_bin - 0.5,
-        y1=row_bin + 0.5,
-        line={"color": "#00E5FF", "width": 1.5},
-    )
-    return fig
-
-
-def device_options(current: str, available: Sequence[str]) -> list[str]:
-    """ "auto" and the available devices, plus the scenario's own device when this machine lacks it."""
-    options = ["auto", *available]
-    return options if current in options or not isinstance(current, str) else [*options, current]
-
-
-def device_label(device: str, available: Sequence[str]) -> str:
-    if device == "auto":
-        return f"auto (here: {available[0] if available else 'cpu'})"
-    return device if device in available else f"{device} (not available here)"
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def run_cache_key(
@@ -1107,29 +712,6 @@ def run_cache_key(
     inputs use it) and the memory budget."""
     cloud = cloud_digest if scenario.run.inputs == "point_cloud" else ""
     return "|".join((scenario_key(scenario), weights_digest, weights_prefix, cloud, f"{memory_budget_mb:g}"))
-
-
-def cloud_shortfall(cloud: Mapping[str, np.ndarray], layout: TokenLayout) -> list[str]:
-    """Groups with more tokens than an uploaded cloud offers for their domain: the engine generates sample-car
-    points for those instead (surface/volume by the name's first word, anything else draws from both)."""
-    sizes = {key: len(cloud.get(key, ())) for key in ("surface", "volume")}
-    short = []
-    for group in layout.groups:
-        domain = group.name.split("_")[0]
-        available = sizes[domain] if domain in sizes else sizes["surface"] + sizes["volume"]
-        if group.size > available:
-            short.append(group.name)
-    return short
-
-
-def attention_prefixes(state_dict: Mapping[str, Any]) -> list[str]:
-    """Prefixes under which a state_dict holds a whole attention layer (q, k, v and proj weights), sorted.
-
-    Mirrors the checkpoint module's private helper so that the app can offer the layers as choices.
-    """
-    cores = ("q.weight", "k.weight", "v.weight", "proj.weight")
-    found = {key[: -len("q.weight")] for key in state_dict if key.endswith("q.weight")}
-    return sorted(p for p in found if all(p + core in state_dict for core in cores))
 
 
 # --------------------------------------------------------------------------------------------------------------------

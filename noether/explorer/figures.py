@@ -1,17 +1,24 @@
 """Plotly figures of the views. Inputs are already pooled, so every figure stays small at any token count."""
 
 import html
+import math
+import re
+from collections.abc import Iterable
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import get_colorscale
 
 from noether.explorer.cost import BackendTiming
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.masks import GroupMask
-from noether.explorer.views import Axis, key_axis, query_axis
+from noether.explorer.views import Axis, grid_note, key_axis, log10_map, query_axis
 
 MAX_LINE_POINTS = 20_000
 MAX_CLOUD_POINTS = 20_000
+MUTED_COLOUR = "#d3d3d3"
+"""Tokens outside what a view is about (keys a query may not attend)."""
+SELECTED_COLOUR = "#00E5FF"
 GROUP_COLOURS = (
     "#4C78A8",
     "#F58518",
@@ -24,6 +31,21 @@ GROUP_COLOURS = (
     "#9D755D",
     "#BAB0AC",
 )
+
+
+_STREAMLIT_PLACEHOLDER = re.compile(r"^#0000[0-9a-f]{2}$", re.IGNORECASE)
+
+
+def colour_scale(name: str) -> list[tuple[float, str]]:
+    """Plotly's named colour scale, safe to show in Streamlit.
+
+    Streamlit's chart theme uses #000001...#0000ff as placeholders that its front end swaps for theme colours, so
+    Inferno's first stop (#000004) would draw the lowest values in lavender; a red channel of 01 looks the same.
+    """
+    return [
+        (float(stop), "#01" + colour[3:] if _STREAMLIT_PLACEHOLDER.match(colour) else colour)
+        for stop, colour in get_colorscale(name)
+    ]
 
 
 def _label(name: str) -> str:
@@ -68,16 +90,16 @@ def heatmap(
     z = np.asarray(values, dtype=np.float64)
     colorbar: dict[str, object] = {"title": {"text": colorbar_title}}
     if log:
-        floor = max(float(z[z > 0].min()) if (z > 0).any() else 1e-12, 1e-12)
-        z = np.log10(np.maximum(z, floor))
-        zmin = None if zmin is None else float(np.log10(max(zmin, floor)))
-        zmax = None if zmax is None else float(np.log10(max(zmax, floor)))
-        ticks = np.arange(np.floor(z.min()), np.ceil(z.max()) + 1)
-        colorbar.update(tickvals=ticks.tolist(), ticktext=[f"1e{int(t)}" for t in ticks])
+        z, zmin, zmax = log10_map(z, zmin, zmax)
+        # The colour bar spans the given range when there is one, else the data's.
+        low = float(z.min()) if zmin is None else zmin
+        high = float(z.max()) if zmax is None else zmax
+        tickvals, ticktext = log_ticks(low, high)
+        colorbar.update(tickvals=tickvals, ticktext=ticktext)
     fig = go.Figure(
         go.Heatmap(
             z=z.astype(np.float32),
-            colorscale=colorscale,
+            colorscale=colour_scale(colorscale),
             zmin=zmin,
             zmax=zmax,
             colorbar=colorbar,
@@ -91,14 +113,32 @@ def heatmap(
     return fig
 
 
-def _grid_note(rows: PoolGrid, cols: PoolGrid) -> str:
-    if rows.exact and cols.exact:
-        return "exact, 1 cell = 1 token pair"
-    return f"1 cell = {rows.factor} x {cols.factor} tokens"
+def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    """Colour-bar ticks between ``low`` and ``high`` (log10 values), labelled like 2e-3.
+
+    Powers of ten over two decades or more; below that 1, 2 and 5 times them, then every digit, then the two ends,
+    whichever first gives two ticks, so that a colour bar never shows a single number.
+    """
+    ticks = _ticks_at(low, high, (1,) if high - low >= 2 else (1, 2, 5))
+    if len(ticks) < 2:
+        ticks = _ticks_at(low, high, range(1, 10))
+    if len(ticks) < 2:
+        ticks = [(value, f"{10**value:.2g}") for value in (low, high)]
+    return [value for value, _ in ticks], [text for _, text in ticks]
+
+
+def _ticks_at(low: float, high: float, mantissas: Iterable[int]) -> list[tuple[float, str]]:
+    steps = tuple(mantissas)
+    return [
+        (decade + math.log10(m), f"{m}e{decade}")
+        for decade in range(math.floor(low), math.ceil(high) + 1)
+        for m in steps
+        if low - 1e-9 <= decade + math.log10(m) <= high + 1e-9
+    ]
 
 
 def mask_figure(layout: TokenLayout, pooled: np.ndarray, rows: PoolGrid, cols: PoolGrid) -> go.Figure:
-    title = f"Token-level mask ({_grid_note(rows, cols)}): share of attended pairs per cell"
+    title = f"Token-level mask ({grid_note(rows, cols)}): share of attended pairs per cell"
     return heatmap(
         pooled,
         query_axis(layout, rows),
@@ -151,7 +191,7 @@ def mass_figure(matrix: np.ndarray, query_names: list[str], key_names: list[str]
             y=[_label(n) for n in query_names],
             text=np.round(matrix, 3).astype(str),
             texttemplate="%{text}",
-            colorscale="Viridis",
+            colorscale=colour_scale("Viridis"),
             zmin=0,
             zmax=1,
             colorbar={"title": {"text": "mass"}},
@@ -226,16 +266,40 @@ def backend_figure(timings: list[BackendTiming]) -> go.Figure:
     return fig
 
 
+def mark_query_row(fig: go.Figure, row_bin: int, columns: int) -> go.Figure:
+    """Outline the pooled row that holds the selected query token."""
+    fig.add_shape(
+        type="rect",
+        x0=-0.5,
+        x1=columns - 0.5,
+        y0=row_bin - 0.5,
+        y1=row_bin + 0.5,
+        line={"color": SELECTED_COLOUR, "width": 1.5},
+    )
+    return fig
+
+
+def _markers(points: np.ndarray, name: str, marker: dict[str, object], **extra: object) -> go.Scatter3d:
+    return go.Scatter3d(
+        x=points[:, 0], y=points[:, 1], z=points[:, 2], mode="markers", name=name, marker=marker, **extra
+    )
+
+
 def point_cloud_figure(
     positions: np.ndarray,
     title: str,
     *,
     values: np.ndarray | None = None,
     labels: list[str] | None = None,
+    muted: np.ndarray | None = None,
     highlight: int | None = None,
     seed: int = 0,
 ) -> go.Figure:
-    """Points in 3-D coloured by ``values`` (e.g. attention) or by group ``labels``; subsampled for payload."""
+    """Points in 3-D coloured by ``values`` (e.g. attention) or by group ``labels``; subsampled for payload.
+
+    ``muted`` (bool per point, with ``values``) draws those points in light grey instead of by value, for points the
+    values do not concern (keys a query may not attend), so that the colour scale spans the others only.
+    """
     n = len(positions)
     keep = np.arange(n)
     if n > MAX_CLOUD_POINTS:
@@ -244,54 +308,32 @@ def point_cloud_figure(
     pts = positions[keep].astype(np.float32)
     traces = []
     if values is not None:
-        traces.append(
-            go.Scatter3d(
-                x=pts[:, 0],
-                y=pts[:, 1],
-                z=pts[:, 2],
-                mode="markers",
-                marker={
-                    "size": 2,
-                    "color": values[keep].astype(np.float32),
-                    "colorscale": "Inferno",
-                    "colorbar": {"title": {"text": "attention"}},
-                },
-                hovertemplate="%{marker.color:.4g}<extra></extra>",
-                name="tokens",
-            )
-        )
+        shown = np.ones(len(keep), dtype=bool) if muted is None else ~np.asarray(muted, dtype=bool)[keep]
+        if not shown.all():
+            traces.append(_markers(pts[~shown], "not attended", {"size": 2, "color": MUTED_COLOUR}, hoverinfo="skip"))
+        marker = {
+            "size": 2,
+            "color": values[keep][shown].astype(np.float32),
+            "colorscale": colour_scale("Inferno"),
+            "colorbar": {"title": {"text": "attention"}},
+        }
+        name = "tokens" if muted is None else "attended"
+        traces.append(_markers(pts[shown], name, marker, hovertemplate="%{marker.color:.4g}<extra></extra>"))
     else:
         names = np.asarray(labels if labels is not None else ["tokens"] * n)[keep]
         for index, name in enumerate(dict.fromkeys(names.tolist())):
-            sel = names == name
-            traces.append(
-                go.Scatter3d(
-                    x=pts[sel, 0],
-                    y=pts[sel, 1],
-                    z=pts[sel, 2],
-                    mode="markers",
-                    name=_label(name),
-                    marker={"size": 2, "color": GROUP_COLOURS[index % len(GROUP_COLOURS)]},
-                )
-            )
+            colour = GROUP_COLOURS[index % len(GROUP_COLOURS)]
+            traces.append(_markers(pts[names == name], _label(name), {"size": 2, "color": colour}))
     if highlight is not None:
-        p = positions[highlight]
-        traces.append(
-            go.Scatter3d(
-                x=[p[0]],
-                y=[p[1]],
-                z=[p[2]],
-                mode="markers",
-                name="selected token",
-                marker={"size": 8, "color": "#00E5FF", "symbol": "diamond"},
-            )
-        )
+        marker = {"size": 8, "color": SELECTED_COLOUR, "symbol": "diamond"}
+        traces.append(_markers(positions[highlight : highlight + 1], "selected token", marker))
     fig = go.Figure(traces)
     fig.update_layout(
         title=_label(title),
-        height=620,
-        margin={"l": 0, "r": 0, "t": 50, "b": 0},
+        height=640,
+        margin={"l": 0, "r": 0, "t": 50, "b": 40},
         scene={"aspectmode": "data"},
-        legend={"itemsizing": "constant"},
+        # Below the scene: on the right it would sit on the colour bar's title.
+        legend={"orientation": "h", "yanchor": "top", "y": 0, "xanchor": "left", "x": 0, "itemsizing": "constant"},
     )
     return fig

@@ -7,7 +7,6 @@ import torch
 
 from noether.explorer.problems import ExplorerError, Problem
 
-BYTES_PER_ELEMENT = {torch.float32: 4, torch.float64: 8, torch.bfloat16: 2, torch.float16: 2}
 DEFAULT_MEMORY_FRACTION = 0.5
 """Share of the free memory a computation may plan to use by default."""
 DEFAULT_TIME_BUDGET_S = 900.0

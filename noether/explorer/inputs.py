@@ -60,17 +60,23 @@ def token_positions(
     return torch.rand(batch, layout.n_keys, 3, generator=generator) * box
 
 
-def cloud_shortfalls(layout: TokenLayout, cloud: dict[str, np.ndarray]) -> list[str]:
-    """Notes for groups that need more points than a supplied cloud offers (their points are then reused)."""
-    notes = []
+def short_of_points(layout: TokenLayout, cloud: dict[str, np.ndarray]) -> dict[str, int]:
+    """{group: points a supplied cloud offers its domain} for the groups with more tokens than that."""
+    short = {}
     for group in layout.groups:
         available = len(domain_pool(group.name.split("_")[0], cloud))
         if group.size > available:
-            notes.append(
-                f"'{group.name}' has {group.size:,} tokens but the point cloud offers {available:,} points for it; "
-                "points are reused."
-            )
-    return notes
+            short[group.name] = available
+    return short
+
+
+def cloud_shortfalls(layout: TokenLayout, cloud: dict[str, np.ndarray]) -> list[str]:
+    """Notes for groups that need more points than a supplied cloud offers (their points are then reused)."""
+    return [
+        f"'{name}' has {layout.by_name[name].size:,} tokens but the point cloud offers {available:,} points for it; "
+        "points are reused."
+        for name, available in short_of_points(layout, cloud).items()
+    ]
 
 
 def build_inputs(

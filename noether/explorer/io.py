@@ -7,7 +7,7 @@ import json
 import keyword
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -56,7 +56,7 @@ def load_scenario_file(path: str | os.PathLike[str]) -> ScenarioReport:
         return _refused("is a directory, not a scenario file.", "Give the path of a .yaml or .json file.")
     # Refuse by size before reading anything, so that a huge file costs nothing.
     if stat.st_size > MAX_SCENARIO_BYTES:
-        return _too_large(stat.st_size)
+        return ScenarioReport(None, [_too_large(stat.st_size)])
     try:
         with open(path, "rb") as handle:
             # Read one byte more than allowed: files whose size stat cannot tell (pipes, devices) stay bounded.
@@ -68,39 +68,68 @@ def load_scenario_file(path: str | os.PathLike[str]) -> ScenarioReport:
 
 def load_scenario_bytes(data: bytes, *, name: str = "<input>", fmt: Format | None = None) -> ScenarioReport:
     """Parse JSON or YAML bytes (format from ``fmt``, the extension of ``name``, or sniffed) and validate them."""
+    document, problems = parse_document(data, name=name, fmt=fmt)
+    if errors(problems):
+        return ScenarioReport(None, problems)
+    return validate_document(document, problems, quoting_hints=(fmt or format_for_path(name)) != "json")
+
+
+def parse_document(
+    data: bytes | str, *, name: str = "<input>", fmt: Format | None = None
+) -> tuple[Any | None, list[Problem]]:
+    """Read JSON or YAML (format from ``fmt``, the extension of ``name``, or sniffed) into plain data, without
+    validating it as a scenario.
+
+    Input that is too large, not UTF-8, not valid JSON/YAML, over the size or depth limits, or holding values JSON
+    cannot (dates, NaN) comes back as None with error problems saying which. Otherwise the problems are warnings at
+    most and the document comes back whatever it is: a valid scenario or not, a mapping or not (null included).
+    """
+    if isinstance(data, str):
+        # Lone surrogates from an editor survive encoding, so that the decoder names them like any bad byte.
+        data = data.encode("utf-8", "surrogatepass")
     if len(data) > MAX_SCENARIO_BYTES:
-        return _too_large(len(data))
+        return None, [_too_large(len(data))]
     text, problem = _decode(data)
     if problem is not None:
-        return ScenarioReport(None, [problem])
+        return None, [problem]
     if not text.strip():
-        return _refused("is empty.", "Write a scenario mapping that starts with 'attention:'.")
+        return None, [Problem(_FILE, "is empty.", "Write a scenario mapping that starts with 'attention:'.")]
     chosen = fmt or format_for_path(name) or _sniff_format(text)
     document, problems = _parse_json(text) if chosen == "json" else _parse_yaml(text)
     if fmt is None and format_for_path(name) is None and chosen == "json" and problems:
         # Sniffed JSON that is not JSON may still be YAML (flow style looks the same); keep the JSON error otherwise.
         yaml_document, yaml_problems = _parse_yaml(text)
         if not errors(yaml_problems):
-            chosen, document, problems = "yaml", yaml_document, yaml_problems
+            document, problems = yaml_document, yaml_problems
     if errors(problems):
-        return ScenarioReport(None, problems)
+        return None, problems
     if document is _NO_DOCUMENT:
-        return _refused("holds no document (only comments or separators).", "Write a mapping that starts 'attention:'.")
+        hint = "Write a mapping that starts 'attention:'."
+        return None, [Problem(_FILE, "holds no document (only comments or separators).", hint)]
     unsupported = _unsupported_values(document)
     if unsupported:
-        return ScenarioReport(None, problems + unsupported)
+        return None, problems + unsupported
+    return document, problems
+
+
+def validate_document(document: Any, warnings: Sequence[Problem] = (), *, quoting_hints: bool = True) -> ScenarioReport:
+    """Validate a document from :func:`parse_document`; its reading ``warnings`` come first.
+
+    ``quoting_hints`` adds to "not a valid string" problems that YAML reads yes/no/null/1e3 unquoted as other
+    types (off for declared JSON, where such a value was written as one).
+    """
     report = validate_scenario(document)
-    if chosen == "yaml":
-        report = ScenarioReport(report.scenario, [_with_yaml_quoting_hint(p) for p in report.problems])
-    return ScenarioReport(report.scenario, problems + report.problems)
+    problems = [_with_yaml_quoting_hint(p) for p in report.problems] if quoting_hints else report.problems
+    return ScenarioReport(report.scenario, [*warnings, *problems])
 
 
 def _refused(message: str, hint: str) -> ScenarioReport:
     return ScenarioReport(None, [Problem(_FILE, message, hint)])
 
 
-def _too_large(size: int) -> ScenarioReport:
-    return _refused(
+def _too_large(size: int) -> Problem:
+    return Problem(
+        _FILE,
         f"is {_human_size(size)}; scenario files are limited to {_human_size(MAX_SCENARIO_BYTES)}.",
         "Scenarios describe token groups, not data; remove anything else from the file.",
     )
@@ -301,13 +330,7 @@ _YAML_BOOL = "tag:yaml.org,2002:bool"
 def _boolean_words(root: yaml.Node) -> list[Problem]:
     """Warnings for unquoted yes/no/on/off: YAML 1.1 reads them as true/false, which is rarely what was meant."""
     warnings: list[Problem] = []
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
+    for node in _distinct_nodes(root):
         if isinstance(node, yaml.ScalarNode) and node.tag == _YAML_BOOL and node.value.lower() not in ("true", "false"):
             spelled = "true" if yaml.constructor.SafeConstructor.bool_values.get(node.value.lower()) else "false"
             warnings.append(
@@ -319,7 +342,6 @@ def _boolean_words(root: yaml.Node) -> list[Problem]:
                     "warning",
                 )
             )
-        stack.extend(reversed(_node_children(node)))
     return warnings
 
 
@@ -348,19 +370,12 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node) -> tuple[Any, list[Prob
 
 def _unconvertible_scalar(root: yaml.Node) -> yaml.Node | None:
     """The first scalar that SafeConstructor cannot convert on its own, to point at it."""
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
+    for node in _distinct_nodes(root):
         if isinstance(node, yaml.ScalarNode):
             try:
                 yaml.constructor.SafeConstructor().construct_object(node)
             except Exception:
                 return node
-        stack.extend(reversed(_node_children(node)))
     return None
 
 
@@ -403,6 +418,19 @@ def _node_children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
     return []
+
+
+def _distinct_nodes(root: yaml.Node) -> Iterator[yaml.Node]:
+    """Every node once, in document order: a node that aliases reuse is not visited again."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        stack.extend(reversed(_node_children(node)))
 
 
 def _check_node_graph(root: yaml.Node) -> None:
@@ -565,11 +593,11 @@ def dump_json(scenario: Scenario) -> str:
     return json.dumps(scenario_to_dict(scenario), indent=2, ensure_ascii=False) + "\n"
 
 
-class _FlowMap(dict):
+class FlowMap(dict):
     """A mapping written on one line ({name: a, size: 3})."""
 
 
-class _FlowList(list):
+class FlowList(list):
     """A list written on one line ([a, b])."""
 
 
@@ -589,20 +617,25 @@ def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
 
 _ScenarioDumper.add_representer(str, _represent_str)
 _ScenarioDumper.add_representer(
-    _FlowMap, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
+    FlowMap, lambda dumper, data: dumper.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
 )
 _ScenarioDumper.add_representer(
-    _FlowList, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+    FlowList, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
 )
 
 
 def dump_yaml(scenario: Scenario) -> str:
     """Canonical YAML (safe types only, stable key order); token specs and pattern lists in flow style."""
     data = scenario_to_dict(scenario)
-    data["token_specs"] = [_FlowMap(item) for item in data["token_specs"]]
+    data["token_specs"] = [FlowMap(item) for item in data["token_specs"]]
     data["attention_patterns"] = [
-        {key: _FlowList(names) for key, names in pattern.items()} for pattern in data["attention_patterns"]
+        {key: FlowList(names) for key, names in pattern.items()} for pattern in data["attention_patterns"]
     ]
+    return yaml_text(data)
+
+
+def yaml_text(data: Any) -> str:
+    """Plain data as YAML in document order: FlowMap and FlowList values on one line, no anchors, text kept exact."""
     return yaml.dump(
         data, Dumper=_ScenarioDumper, sort_keys=False, allow_unicode=True, default_flow_style=False, width=120
     )

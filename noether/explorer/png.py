@@ -6,7 +6,20 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from plotly.colors import get_colorscale, hex_to_rgb, unlabel_rgb
 
-from noether.explorer.views import Axis
+from noether.explorer.layout import TokenLayout
+from noether.explorer.views import (
+    Axis,
+    HeadChoice,
+    MaskView,
+    Pooling,
+    display_map,
+    grid_note,
+    key_axis,
+    log10_map,
+    query_axis,
+    weights_title,
+)
+from noether.explorer.weights import WeightResult
 
 MIN_SIDE = 640
 MARGIN_LEFT, MARGIN_TOP, MARGIN_BOTTOM, BAR_WIDTH = 170, 60, 40, 24
@@ -24,14 +37,7 @@ def colour_table(name: str = "Viridis", levels: int = 256) -> np.ndarray:
 def _normalise(
     values: np.ndarray, zmin: float | None, zmax: float | None, log: bool
 ) -> tuple[np.ndarray, float, float]:
-    z = np.asarray(values, dtype=np.float64)
-    if log:
-        positive = z[z > 0]
-        floor = float(positive.min()) if positive.size else 1e-12
-        z = np.log10(np.maximum(z, floor))
-        # Limits at or below zero have no logarithm: clamp them to the smallest positive value, as plotly does.
-        zmin = None if zmin is None else float(np.log10(max(zmin, floor)))
-        zmax = None if zmax is None else float(np.log10(max(zmax, floor)))
+    z, zmin, zmax = log10_map(values, zmin, zmax) if log else (np.asarray(values, dtype=np.float64), zmin, zmax)
     lo = float(np.nanmin(z)) if zmin is None else zmin
     hi = float(np.nanmax(z)) if zmax is None else zmax
     span = hi - lo if hi > lo else 1.0
@@ -69,6 +75,44 @@ def heatmap_png(
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
+
+
+def mask_png(view: MaskView) -> bytes:
+    """The token-level mask as a PNG with group names and boundaries."""
+    return heatmap_png(
+        view.pooled,
+        query_axis(view.layout, view.rows),
+        key_axis(view.layout, view.cols),
+        f"Attention mask ({grid_note(view.rows, view.cols)}): share of attended pairs",
+        colorscale="Blues",
+        zmin=0.0,
+        zmax=1.0,
+    )
+
+
+def weights_png(
+    result: WeightResult,
+    layout: TokenLayout,
+    budget: int,
+    batch: int,
+    head: HeadChoice,
+    pooling: Pooling,
+    *,
+    log: bool = False,
+    zrange: tuple[float, float] | None = None,
+) -> bytes:
+    """The attention-weight map of one head (or the head mean) as a PNG, as the Weights view shows it."""
+    values, rows, cols = display_map(result, budget, batch, head, pooling)
+    zmin, zmax = zrange if zrange is not None else (None, None)
+    return heatmap_png(
+        values,
+        query_axis(layout, rows),
+        key_axis(layout, cols),
+        weights_title(head, pooling, rows, cols),
+        zmin=zmin,
+        zmax=zmax,
+        log=log,
+    )
 
 
 def _draw_axis(

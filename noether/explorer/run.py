@@ -200,7 +200,7 @@ class ExplorerRun:
 
     @property
     def _element_bytes(self) -> int:
-        return guard.BYTES_PER_ELEMENT.get(self.dtype, 4)
+        return self.dtype.itemsize
 
     def setup_estimate(self) -> guard.Estimate:
         attention = self.scenario.attention

@@ -3,6 +3,7 @@
 The app and the command line render these; they compute nothing themselves.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -12,11 +13,15 @@ import torch
 from noether.explorer.cost import BackendTiming, CostSummary
 from noether.explorer.guard import format_bytes, format_seconds
 from noether.explorer.layout import PoolGrid, TokenLayout
-from noether.explorer.masks import GroupMask
+from noether.explorer.masks import GroupMask, group_mask, pooled_mask
+from noether.explorer.run import ExplorerRun
+from noether.explorer.scenario import Scenario
 from noether.explorer.weights import WeightResult, pool_dim
 
 Pooling = Literal["mean", "max"]
 HeadChoice = int | Literal["mean"]
+ALL_HEADS = "all"
+HeadOption = HeadChoice | Literal["all"]
 
 
 def _bin_counts(rows: PoolGrid, cols: PoolGrid) -> np.ndarray:
@@ -210,3 +215,145 @@ def scenario_summary(layout: TokenLayout, mask: GroupMask) -> str:
         f"{len(layout.groups)} groups{cache_text}, {layout.n_queries:,} query x {layout.n_keys:,} key tokens, "
         f"{len(layout.patterns)} patterns, {mask.total_pairs:,} attended pairs, sparsity {1 - mask.density:.1%}"
     )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Choices: heads, query tokens, key tokens
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def head_options(num_heads: int, *, with_all: bool = False) -> list[HeadOption]:
+    options: list[HeadOption] = ["mean", *range(num_heads)]
+    return [*options, ALL_HEADS] if with_all and num_heads > 1 else options
+
+
+def head_label(head: HeadOption) -> str:
+    if head == "mean":
+        return "mean over heads"
+    if head == ALL_HEADS:
+        return "all heads side by side"
+    return f"head {head}"
+
+
+def query_row(layout: TokenLayout, group: str, index: int) -> int:
+    """Query-axis row of token ``index`` of input group ``group`` (index clamped into the group)."""
+    found = layout.by_name[group]
+    if found.query_offset is None:
+        raise KeyError(f"group '{group}' is cached and has no queries")
+    return found.query_offset + min(max(index, 0), max(found.size - 1, 0))
+
+
+def query_key_column(layout: TokenLayout, row: int) -> int:
+    """Key-axis column of the token at query row ``row`` (where the query token itself sits among the keys)."""
+    group, index = layout.query_group_at(row)
+    return group.key_offset + index
+
+
+def key_labels(layout: TokenLayout) -> list[str]:
+    """Group name of every key-axis token (for colouring token positions by group)."""
+    names = np.array([g.name for g in layout.groups], dtype=object)
+    return np.repeat(names, [g.size for g in layout.groups]).tolist()
+
+
+def attended_keys(layout: TokenLayout, row: int) -> np.ndarray:
+    """Bool over the key axis: the keys query row ``row`` may attend (its pattern's groups, padding excluded)."""
+    group, _ = layout.query_group_at(row)
+    attended = np.zeros(layout.n_keys, dtype=bool)
+    for name in layout.pattern_of(group.name).key_value_tokens:
+        key_group = layout.by_name[name]
+        attended[key_group.key_offset : key_group.key_offset + key_group.real_keys] = True
+    return attended
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Per-token values of a run
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def row_weights(run: ExplorerRun, row: int, batch: int, head: HeadChoice) -> np.ndarray:
+    """Exact weights of query row ``row`` over every key: one head or the head mean."""
+    return _head_slice(run.exact_row(row).double(), batch, head).numpy()
+
+
+def received_weights(result: WeightResult, batch: int, head: HeadChoice) -> np.ndarray:
+    """Total attention each key token receives from all queries: one head or the head mean."""
+    return _head_slice(result.received.double(), batch, head).numpy()
+
+
+def token_positions(run: ExplorerRun, batch: int) -> np.ndarray:
+    """(keys, 3) positions of every key-axis token of batch element ``batch``."""
+    return run.inputs.positions[batch].double().numpy()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Maps: several heads, shared colour ranges, what a cell covers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def weight_maps(
+    result: WeightResult, budget: int, batch: int, heads: Sequence[HeadChoice], pooling: Pooling
+) -> list[tuple[np.ndarray, PoolGrid, PoolGrid]]:
+    """Display maps (see :func:`display_map`) of several heads."""
+    return [display_map(result, budget, batch, head, pooling) for head in heads]
+
+
+def colour_range(maps: Sequence[np.ndarray], *, log: bool) -> tuple[float, float]:
+    """One colour range for several maps: 0 (log: the smallest positive value) to the largest value."""
+    high = max((float(np.max(m)) for m in maps if m.size), default=1.0)
+    if not log:
+        return 0.0, high if high > 0 else 1.0
+    positives = [float(np.min(m[m > 0])) for m in maps if (m > 0).any()]
+    return (min(positives) if positives else 1e-12), high if high > 0 else 1.0
+
+
+def head_colour_range(result: WeightResult, batch: int, pooling: Pooling, *, log: bool) -> tuple[float, float]:
+    """The colour range shared by the head mean and every head, so that switching heads keeps one scale."""
+    heads: list[HeadChoice] = ["mean", *range(result.mean.shape[1])]
+    return colour_range([weight_map(result, batch, head, pooling) for head in heads], log=log)
+
+
+def log10_map(
+    values: np.ndarray, zmin: float | None = None, zmax: float | None = None
+) -> tuple[np.ndarray, float | None, float | None]:
+    """A map and its colour limits in log10, for a log colour scale.
+
+    Zeros and limits at or below zero have no logarithm: they take the map's smallest positive value or the positive
+    lower limit, whichever is lower, so that a lower limit shared by several maps stays the same for each of them.
+    """
+    z = np.asarray(values, dtype=np.float64)
+    lows = [float(z[z > 0].min())] if (z > 0).any() else []
+    lows += [zmin] if zmin is not None and zmin > 0 else []
+    floor = max(min(lows, default=1e-12), 1e-12)
+    z = np.log10(np.maximum(z, floor))
+    low = None if zmin is None else float(np.log10(max(zmin, floor)))
+    high = None if zmax is None else float(np.log10(max(zmax, floor)))
+    return z, low, high
+
+
+def grid_note(rows: PoolGrid, cols: PoolGrid) -> str:
+    """What one cell of a pooled map covers."""
+    if rows.exact and cols.exact:
+        return "exact: 1 cell = 1 query-key pair"
+    return f"1 cell = {rows.factor:,} query x {cols.factor:,} key tokens"
+
+
+def weights_title(head: HeadOption, pooling: Pooling, rows: PoolGrid, cols: PoolGrid) -> str:
+    return f"Attention weights, {head_label(head)}, {pooling} pooling ({grid_note(rows, cols)})"
+
+
+@dataclass(frozen=True)
+class MaskView:
+    """Everything the Mask view draws, from the group structure alone (no module, no inputs)."""
+
+    layout: TokenLayout
+    groups: GroupMask
+    pooled: np.ndarray
+    """(row bins, column bins): share of attended (query, key) pairs in each cell."""
+    rows: PoolGrid
+    cols: PoolGrid
+
+
+def mask_view(scenario: Scenario, budget: int) -> MaskView:
+    layout = TokenLayout.from_scenario(scenario)
+    rows, cols = PoolGrid.fit(layout.n_queries, budget), PoolGrid.fit(layout.n_keys, budget)
+    return MaskView(layout, group_mask(layout), pooled_mask(layout, rows, cols), rows, cols)
