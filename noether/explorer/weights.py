@@ -141,7 +141,15 @@ class _Pass:
         self.entropy = torch.zeros(batch, heads, n_query) if opts.row_stats else None
         self.top_k_mass = torch.zeros(batch, heads, n_query) if opts.row_stats else None
 
-    def add_chunk(self, weights: torch.Tensor, query_index: int, row0: int, segments: list[_Segment]) -> None:
+    def add_chunk(
+        self,
+        weights: torch.Tensor,
+        query_index: int,
+        row0: int,
+        segments: list[_Segment],
+        logits: torch.Tensor,
+        masked: bool,
+    ) -> None:
         """Fold weights (batch, heads, rows, pattern keys) of query rows starting at global ``row0``."""
         opts = self.opts
         cpu = torch.device("cpu")
@@ -176,7 +184,7 @@ class _Pass:
             self.group_mass[:, :, query_index, seg.index] += per_key[..., cols].sum(-1).to(cpu)
             self.received[..., seg.key_offset : seg.key_offset + seg.size] += per_key[..., cols].to(cpu)
         if self.entropy is not None and self.top_k_mass is not None:
-            self.entropy[:, :, query_index] += torch.special.entr(weights).sum((-1, -2)).to(cpu)
+            self.entropy[:, :, query_index] += row_entropy(logits, weights, masked).sum(-1).to(cpu)
             k = min(opts.top_k, weights.shape[-1])
             self.top_k_mass[:, :, query_index] += weights.topk(k, dim=-1).values.sum((-1, -2)).to(cpu)
 
@@ -218,12 +226,29 @@ def _pattern_keys(
     return key_tensor, real, segments
 
 
-def _scores(queries: torch.Tensor, keys: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
-    """Softmax probabilities of scaled dot products, padded keys masked out."""
+def _logits(queries: torch.Tensor, keys: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+    """Scaled dot products in fp32, padded keys at -inf."""
     scores = (queries.float() * queries.shape[-1] ** -0.5) @ keys.transpose(-1, -2)
     if real is not None:
         scores.masked_fill_(~real, float("-inf"))
-    return torch.softmax(scores, dim=-1)
+    return scores
+
+
+def _scores(queries: torch.Tensor, keys: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+    """Softmax probabilities of scaled dot products, padded keys masked out."""
+    return torch.softmax(_logits(queries, keys, real), dim=-1)
+
+
+def row_entropy(logits: torch.Tensor, weights: torch.Tensor, masked: bool) -> torch.Tensor:
+    """-sum(w log w) per row without a logarithm per element.
+
+    With w = exp(s - lse): H = lse - sum(w s), and lse = max(s) - log(max(w)) from the row's largest entry alone,
+    so the pass costs one multiply-add per element instead of a log (the costliest part of the statistics).
+    ``masked``: some logits are -inf (padded keys), whose 0 * -inf must not poison the sum.
+    """
+    lse = logits.amax(-1) - weights.amax(-1).log()
+    finite = logits.masked_fill(weights == 0, 0.0) if masked else logits
+    return lse - torch.linalg.vecdot(weights, finite)
 
 
 def chunk_rows(batch: int, heads: int, n_keys: int, factor: int, chunk_bytes: int) -> int:
@@ -276,7 +301,8 @@ def attention_weight_maps(
             part = slice(row0, group.query_offset + stop)
             freqs = None if freqs_queries is None else freqs_queries[:, part]
             queries = core.project_queries(x_queries[:, part], freqs=freqs)
-            state.add_chunk(_scores(queries, key_tensor, real), query_index, row0, segments)
+            logits = _logits(queries, key_tensor, real)
+            state.add_chunk(torch.softmax(logits, dim=-1), query_index, row0, segments, logits, real is not None)
             done += stop - start
             start = stop
             if progress is not None:
