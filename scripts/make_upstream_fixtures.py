@@ -9,13 +9,12 @@ Upstream's code itself is executed unmodified.
 
 Environment used to generate the committed fixtures (Python 3.11, CPU only)::
 
-    python3 -m venv /tmp/upstream-venv
-    /tmp/upstream-venv/bin/pip install torch==2.13.0 einops pydantic safetensors numpy loguru
-    # obtain the wheel (it was already present for the committed run), e.g.:
-    /tmp/upstream-venv/bin/pip download --no-deps --ignore-requires-python emmiai-noether==2026.4.0 -d /tmp/up
-    /tmp/upstream-venv/bin/pip install --no-deps --ignore-requires-python \
-        /tmp/up/emmiai_noether-2026.4.0-py3-none-any.whl
-    /tmp/upstream-venv/bin/python scripts/make_upstream_fixtures.py
+    python3 -m venv upstream-venv
+    upstream-venv/bin/pip install torch==2.13.0 einops pydantic safetensors numpy loguru
+    # the wheel declares Python >= 3.12; only its plain attention leaf modules are used:
+    upstream-venv/bin/pip download --no-deps --ignore-requires-python emmiai-noether==2026.4.0 -d wheels
+    upstream-venv/bin/pip install --no-deps --ignore-requires-python wheels/emmiai_noether-2026.4.0-py3-none-any.whl
+    upstream-venv/bin/python scripts/make_upstream_fixtures.py
 
 Output: ``tests/fixtures/upstream/*.safetensors`` and ``tests/fixtures/upstream/cases.json``.
 Tensor key conventions inside each ``.safetensors`` file:
