@@ -23,6 +23,7 @@ from noether.explorer.figures import (
     backend_figure,
     group_mask_figure,
     heatmap,
+    map_figure,
     mark_query_row,
     mask_figure,
     mass_figure,
@@ -31,7 +32,7 @@ from noether.explorer.figures import (
 )
 from noether.explorer.inputs import short_of_points
 from noether.explorer.io import dump_json, dump_python, dump_yaml, load_scenario_bytes
-from noether.explorer.png import mask_png, weights_png
+from noether.explorer.png import map_png
 from noether.explorer.pointcloud import load_cloud_bytes
 from noether.explorer.presets import DEFAULT_PRESET, PRESETS, load_preset, preset_description
 from noether.explorer.problems import ExplorerError, Problem
@@ -899,7 +900,7 @@ def _mask_tab(ctx: Context) -> None:
     )
     st.download_button(
         "Download the mask as PNG",
-        data=lambda: mask_png(view),
+        data=lambda: map_png(views.mask_map(view.layout, view.pooled, view.rows, view.cols)),
         file_name="attention_mask.png",
         mime="image/png",
         on_click="ignore",
@@ -967,25 +968,16 @@ def _weights_view(ctx: Context) -> None:
             with grid[head_index % 2]:
                 _chart(fig)
     else:
-        values, rows, columns = views.display_map(result, DISPLAY_BINS, batch, head, pooling)
+        spec = views.weights_map(result, layout, DISPLAY_BINS, batch, head, pooling, log=log_colour, zrange=zrange)
         st.markdown("**Query token** (its row is outlined on the map; its exact weights are below)")
         row = _query_picker(ctx)
-        fig = heatmap(
-            values,
-            views.query_axis(layout, rows),
-            views.key_axis(layout, columns),
-            views.weights_title(head, pooling, rows, columns),
-            zmin=zmin,
-            zmax=zmax,
-            log=log_colour,
-            colorbar_title="weight",
-        )
+        fig = map_figure(spec)
         if row is not None:
-            mark_query_row(fig, rows.bin_of(row), values.shape[1])
+            mark_query_row(fig, spec.grid[0].bin_of(row), spec.values.shape[1])
         _chart(fig)
         st.download_button(
             "Download this map as PNG",
-            data=lambda: weights_png(result, layout, DISPLAY_BINS, batch, head, pooling, log=log_colour, zrange=zrange),
+            data=lambda: map_png(spec),
             file_name="attention_weights.png",
             mime="image/png",
             on_click="ignore",
@@ -1345,7 +1337,7 @@ def _export_tab(ctx: Context) -> None:
     assert view is not None
     st.download_button(
         "Mask as PNG",
-        data=lambda: mask_png(view),
+        data=lambda: map_png(views.mask_map(view.layout, view.pooled, view.rows, view.cols)),
         file_name="attention_mask.png",
         mime="image/png",
         on_click="ignore",

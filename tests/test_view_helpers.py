@@ -6,9 +6,10 @@ import pytest
 
 from noether.explorer import views
 from noether.explorer.devices import device_label, device_options
+from noether.explorer.figures import map_figure
 from noether.explorer.inputs import short_of_points
 from noether.explorer.layout import PoolGrid, TokenLayout
-from noether.explorer.png import mask_png, weights_png
+from noether.explorer.png import map_png
 from noether.explorer.presets import load_preset
 from noether.explorer.run import ExplorerRun
 
@@ -93,10 +94,14 @@ def test_colour_ranges_titles_and_pngs(small_run):
     assert views.colour_range([np.zeros((2, 2))], log=True) == (1e-12, 1.0)
     maps = views.weight_maps(result, 8, 0, [0, 1], "max")
     assert len(maps) == 2 and maps[0][0].shape[0] <= 8
-    png = weights_png(result, small_run.layout, 400, 0, "mean", "mean", log=True)
-    assert png.startswith(b"\x89PNG")
+    spec = views.weights_map(result, small_run.layout, 400, 0, "mean", "mean", log=True, zrange=(1e-3, 1.0))
+    assert map_png(spec).startswith(b"\x89PNG")
+    # Chart and PNG are drawn from the same description: same values, range and title.
+    chart = map_figure(spec)
+    assert chart.layout.title.text == spec.title and chart.data[0].zmin == pytest.approx(-3.0)
     view = views.mask_view(small_run.scenario, 400)
-    assert mask_png(view).startswith(b"\x89PNG")
+    mask = views.mask_map(view.layout, view.pooled, view.rows, view.cols)
+    assert map_png(mask).startswith(b"\x89PNG") and (mask.zmin, mask.zmax, mask.log) == (0.0, 1.0, False)
     assert view.pooled.shape == (view.rows.bins, view.cols.bins)
     assert views.grid_note(view.rows, view.cols) == "exact: 1 cell = 1 query-key pair"
     assert views.grid_note(PoolGrid(5000, 13), PoolGrid(9000, 1200)) == "1 cell = 13 query x 1,200 key tokens"

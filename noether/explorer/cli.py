@@ -323,11 +323,11 @@ def _check_view_choice(run: Any, args: argparse.Namespace) -> None:
 
 def render_scenario(scenario: "Scenario", args: argparse.Namespace, progress: Progress) -> int:
     """Draw the mask or the attention weights as a PNG (no browser needed) or a self-contained HTML page."""
-    from noether.explorer.figures import heatmap
+    from noether.explorer.figures import map_figure
     from noether.explorer.layout import PoolGrid
     from noether.explorer.masks import pooled_mask
-    from noether.explorer.png import heatmap_png
-    from noether.explorer.views import display_map, grid_note, key_axis, query_axis
+    from noether.explorer.png import map_png
+    from noether.explorer.views import mask_map, weights_map
 
     run = _engine_run(scenario, args, progress)
     _check_view_choice(run, args)
@@ -337,23 +337,16 @@ def render_scenario(scenario: "Scenario", args: argparse.Namespace, progress: Pr
     layout = run.layout
     if args.view == "mask":
         rows, cols = PoolGrid.fit(layout.n_queries, budget), PoolGrid.fit(layout.n_keys, budget)
-        values = pooled_mask(layout, rows, cols)
-        style: dict[str, Any] = {"colorscale": "Blues", "zmin": 0.0, "zmax": 1.0, "log": False}
-        title = f"Attention mask ({grid_note(rows, cols)}): share of attended pairs"
+        spec = mask_map(layout, pooled_mask(layout, rows, cols), rows, cols)
     else:
         result = run.weights(pixels=max(budget, 1024))
-        values, rows, cols = display_map(result, budget, args.batch, args.head, args.pooling)
-        style = {"colorscale": "Viridis", "log": True}
-        head = "head mean" if args.head == "mean" else f"head {args.head}"
-        title = f"Attention weights ({head}, {args.pooling} pooling, {grid_note(rows, cols)}, sample {args.batch})"
-    row_axis, col_axis = query_axis(layout, rows), key_axis(layout, cols)
+        spec = weights_map(result, layout, budget, args.batch, args.head, args.pooling)
     progress(f"writing {_printable(str(out))}")
     if html:
-        figure = heatmap(values, row_axis, col_axis, title, **style)
-        _write_atomically(out, figure.to_html(include_plotlyjs=True, full_html=True))
+        _write_atomically(out, map_figure(spec).to_html(include_plotlyjs=True, full_html=True))
     else:
-        _write_atomically(out, heatmap_png(values, row_axis, col_axis, title, **style))
-    _out(f"{_printable(str(out))}: {args.view}, {values.shape[0]} x {values.shape[1]} cells")
+        _write_atomically(out, map_png(spec))
+    _out(f"{_printable(str(out))}: {args.view}, {spec.values.shape[0]} x {spec.values.shape[1]} cells")
     return EXIT_OK
 
 

@@ -12,7 +12,7 @@ from plotly.colors import get_colorscale
 from noether.explorer.cost import BackendTiming
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.masks import GroupMask
-from noether.explorer.views import Axis, grid_note, key_axis, log10_map, query_axis
+from noether.explorer.views import Axis, MapSpec, log10_map, mask_map
 
 MAX_LINE_POINTS = 20_000
 MAX_CLOUD_POINTS = 20_000
@@ -137,18 +137,23 @@ def _ticks_at(low: float, high: float, mantissas: Iterable[int]) -> list[tuple[f
     ]
 
 
-def mask_figure(layout: TokenLayout, pooled: np.ndarray, rows: PoolGrid, cols: PoolGrid) -> go.Figure:
-    title = f"Token-level mask ({grid_note(rows, cols)}): share of attended pairs per cell"
+def map_figure(spec: MapSpec) -> go.Figure:
+    """A :class:`MapSpec` as an interactive heatmap."""
     return heatmap(
-        pooled,
-        query_axis(layout, rows),
-        key_axis(layout, cols),
-        title,
-        colorscale="Blues",
-        zmin=0,
-        zmax=1,
-        colorbar_title="attended",
+        spec.values,
+        spec.rows,
+        spec.cols,
+        spec.title,
+        colorscale=spec.colorscale,
+        zmin=spec.zmin,
+        zmax=spec.zmax,
+        log=spec.log,
+        colorbar_title=spec.colorbar_title,
     )
+
+
+def mask_figure(layout: TokenLayout, pooled: np.ndarray, rows: PoolGrid, cols: PoolGrid) -> go.Figure:
+    return map_figure(mask_map(layout, pooled, rows, cols))
 
 
 def group_mask_figure(mask: GroupMask) -> go.Figure:

@@ -6,20 +6,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from plotly.colors import get_colorscale, hex_to_rgb, unlabel_rgb
 
-from noether.explorer.layout import TokenLayout
-from noether.explorer.views import (
-    Axis,
-    HeadChoice,
-    MaskView,
-    Pooling,
-    display_map,
-    grid_note,
-    key_axis,
-    log10_map,
-    query_axis,
-    weights_title,
-)
-from noether.explorer.weights import WeightResult
+from noether.explorer.views import Axis, MapSpec, log10_map
 
 MIN_SIDE = 640
 MARGIN_LEFT, MARGIN_TOP, MARGIN_BOTTOM, BAR_WIDTH = 170, 60, 40, 24
@@ -77,41 +64,17 @@ def heatmap_png(
     return buffer.getvalue()
 
 
-def mask_png(view: MaskView) -> bytes:
-    """The token-level mask as a PNG with group names and boundaries."""
+def map_png(spec: MapSpec) -> bytes:
+    """A :class:`MapSpec` as a PNG, drawn exactly as the chart shows it."""
     return heatmap_png(
-        view.pooled,
-        query_axis(view.layout, view.rows),
-        key_axis(view.layout, view.cols),
-        f"Attention mask ({grid_note(view.rows, view.cols)}): share of attended pairs",
-        colorscale="Blues",
-        zmin=0.0,
-        zmax=1.0,
-    )
-
-
-def weights_png(
-    result: WeightResult,
-    layout: TokenLayout,
-    budget: int,
-    batch: int,
-    head: HeadChoice,
-    pooling: Pooling,
-    *,
-    log: bool = False,
-    zrange: tuple[float, float] | None = None,
-) -> bytes:
-    """The attention-weight map of one head (or the head mean) as a PNG, as the Weights view shows it."""
-    values, rows, cols = display_map(result, budget, batch, head, pooling)
-    zmin, zmax = zrange if zrange is not None else (None, None)
-    return heatmap_png(
-        values,
-        query_axis(layout, rows),
-        key_axis(layout, cols),
-        weights_title(head, pooling, rows, cols),
-        zmin=zmin,
-        zmax=zmax,
-        log=log,
+        spec.values,
+        spec.rows,
+        spec.cols,
+        spec.title,
+        colorscale=spec.colorscale,
+        zmin=spec.zmin,
+        zmax=spec.zmax,
+        log=spec.log,
     )
 
 

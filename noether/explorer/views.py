@@ -342,6 +342,68 @@ def weights_title(head: HeadOption, pooling: Pooling, rows: PoolGrid, cols: Pool
 
 
 @dataclass(frozen=True)
+class MapSpec:
+    """A pooled map ready to draw, the same whether it becomes a plotly chart, an HTML page or a PNG."""
+
+    values: np.ndarray
+    rows: Axis
+    cols: Axis
+    grid: tuple[PoolGrid, PoolGrid]
+    title: str
+    colorscale: str
+    colorbar_title: str
+    zmin: float | None = None
+    zmax: float | None = None
+    log: bool = False
+
+
+def mask_map(layout: TokenLayout, pooled: np.ndarray, rows: PoolGrid, cols: PoolGrid) -> MapSpec:
+    """The token-level mask: share of attended pairs per cell, 0..1."""
+    return MapSpec(
+        pooled,
+        query_axis(layout, rows),
+        key_axis(layout, cols),
+        (rows, cols),
+        f"Token-level mask ({grid_note(rows, cols)}): share of attended pairs per cell",
+        "Blues",
+        "attended",
+        0.0,
+        1.0,
+    )
+
+
+def weights_map(
+    result: WeightResult,
+    layout: TokenLayout,
+    budget: int,
+    batch: int,
+    head: HeadChoice,
+    pooling: Pooling,
+    *,
+    log: bool = True,
+    zrange: tuple[float, float] | None = None,
+) -> MapSpec:
+    """One head's (or the head mean's) pooled weights, re-pooled to at most ``budget`` bins per axis."""
+    values, rows, cols = display_map(result, budget, batch, head, pooling)
+    title = weights_title(head, pooling, rows, cols)
+    if result.mean.shape[0] > 1:
+        title += f", sample {batch}"
+    zmin, zmax = zrange if zrange is not None else (None, None)
+    return MapSpec(
+        values,
+        query_axis(layout, rows),
+        key_axis(layout, cols),
+        (rows, cols),
+        title,
+        "Viridis",
+        "weight",
+        zmin,
+        zmax,
+        log,
+    )
+
+
+@dataclass(frozen=True)
 class MaskView:
     """Everything the Mask view draws, from the group structure alone (no module, no inputs)."""
 
