@@ -172,22 +172,21 @@ def _on_upload(key: str) -> None:
     data = upload.getvalue()
     ss[UPLOAD_REV] += 1
     ss[PRESET] = None
-    report = load_scenario_bytes(data, name=upload.name)
-    if report.scenario is not None:
-        _replace_draft(ed.draft_from_scenario(report.scenario))
+    parsed = ed.parse_text(data, name=upload.name)
+    if parsed.scenario is not None:
+        _replace_draft(ed.draft_from_scenario(parsed.scenario))
         _flash("success", f"Opened {ed.escape_markdown(upload.name)}.")
         return
     text = data.decode("utf-8", "replace")
-    parsed = ed.parse_text(text, name=upload.name)
     if parsed.document is not None:
         _replace_draft(parsed.document, text=text)
         _flash("warning", f"Opened {ed.escape_markdown(upload.name)}; it has problems, listed next to the settings.")
         return
-    ss[TEXT], ss[TEXT_PROBLEMS] = text, report.problems
+    ss[TEXT], ss[TEXT_PROBLEMS] = text, parsed.problems
     _flash(
         "error",
         f"{ed.escape_markdown(upload.name)} could not be read; it is in the “Edit as text” tab to fix:\n"
-        + _problem_lines(report.problems),
+        + _problem_lines(parsed.problems),
     )
 
 

@@ -344,3 +344,17 @@ def test_attention_prefixes_and_digest():
     assert attention_prefixes({"q.weight": 1, "k.weight": 1, "v.weight": 1, "proj.weight": 1}) == [""]
     data = save_safetensors({"x": torch.zeros(2)})
     assert ed.digest(data) == ed.digest(bytes(data)) and len(ed.digest(data)) == 16
+
+
+def test_parse_text_reads_file_bytes_once_and_returns_the_valid_scenario():
+    valid = (
+        b"attention: {hidden_dim: 16, num_heads: 2}\ntoken_specs: [{a: 4}]\n"
+        b"attention_patterns: [{query_tokens: [a], key_value_tokens: [a]}]\n"
+    )
+    parsed = ed.parse_text(valid, name="upload.yaml")
+    assert parsed.scenario is not None and parsed.document is not None and not parsed.problems
+    invalid = ed.parse_text(b"attention: {hidden_dim: 16, num_heads: 3}\ntoken_specs: [{a: 4}]\n", name="x.yaml")
+    assert invalid.scenario is None and invalid.document is not None and invalid.problems
+    unreadable = ed.parse_text(b"attention: \xff\xfe\n", name="x.yaml")
+    assert unreadable.document is None and unreadable.scenario is None
+    assert any("byte" in p.message for p in unreadable.problems)

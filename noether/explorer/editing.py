@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from noether.core.schemas.modules.attention import TokenSpec
-from noether.explorer.io import FlowList, FlowMap, parse_document, validate_document, yaml_text
+from noether.explorer.io import FlowList, FlowMap, format_for_path, parse_document, validate_document, yaml_text
 from noether.explorer.presets import load_preset
 from noether.explorer.problems import Problem, errors
 from noether.explorer.scenario import DEFAULT_CACHE_SIZE, DTypeName, Scenario, scenario_to_dict
@@ -149,23 +149,27 @@ def draft_to_text(draft: Mapping[str, Any], fmt: Literal["yaml", "json"] = "yaml
 
 @dataclass(frozen=True)
 class ParsedText:
-    """Text from the editor or a file: the document when it could be read (valid or not), and the problems found."""
+    """Text from the editor or a file: the document when it could be read (valid or not), the scenario when it
+    is valid, and the problems found."""
 
     document: Draft | None
     problems: list[Problem]
+    scenario: Scenario | None = None
 
 
-def parse_text(text: str, name: str = "editor") -> ParsedText:
-    """Read YAML or JSON text with the bounded, safe loader of :mod:`noether.explorer.io` and validate it.
+def parse_text(text: str | bytes, name: str = "editor") -> ParsedText:
+    """Read YAML or JSON (text, or a file's bytes) with the bounded, safe loader of :mod:`noether.explorer.io` and
+    validate it, once.
 
-    ``document`` is None when the text is not a readable mapping of plain values (a syntax error, an over-large
-    or over-deep document, dates or NaN, a list); otherwise it is the mapping, even when the scenario is invalid.
+    ``document`` is None when the input is not a readable mapping of plain values (a syntax error, bad bytes, an
+    over-large or over-deep document, dates or NaN, a list); otherwise it is the mapping, even when the scenario is
+    invalid.
     """
     document, reading = parse_document(text, name=name)
     if errors(reading):
         return ParsedText(None, reading)
-    report = validate_document(document, reading)
-    return ParsedText(document if isinstance(document, dict) else None, report.problems)
+    report = validate_document(document, reading, quoting_hints=format_for_path(name) != "json")
+    return ParsedText(document if isinstance(document, dict) else None, report.problems, report.scenario)
 
 
 # --------------------------------------------------------------------------------------------------------------------
