@@ -86,9 +86,14 @@ class RunSettings(BaseModel):
     """Trailing padding tokens per input group, turned into the module's key_padding_mask."""
 
 
+def _is_explicit_item(item: Any) -> bool:
+    """``{name: ..., size: ...}`` rather than ``{name: size}`` (a group literally called "name" stays compact)."""
+    return isinstance(item, Mapping) and "name" in item and (len(item) > 1 or isinstance(item["name"], str))
+
+
 def _token_item(item: Any) -> Any:
     """Accept both ``{name: size}`` (TokenSpec.from_dict) and ``{name: ..., size: ...}``."""
-    if isinstance(item, Mapping) and "name" in item and (len(item) > 1 or isinstance(item["name"], str)):
+    if _is_explicit_item(item):
         return dict(item)
     if isinstance(item, Mapping) and len(item) == 1:
         name, size = next(iter(item.items()))
@@ -344,7 +349,7 @@ def _check_token_specs(data: Any) -> tuple[list[TokenSpec] | None, list[Problem]
     problems: list[Problem] = []
     for index, item in enumerate(data):
         where = f"token_specs[{index}]"
-        if isinstance(item, Mapping) and "name" in item and (len(item) > 1 or isinstance(item["name"], str)):
+        if _is_explicit_item(item):
             problems += _unknown_item_keys(item, ("name", "size"), where)
         if isinstance(item, Mapping) and len(item) != 1 and "name" not in item:
             problems.append(
