@@ -522,7 +522,7 @@ def _source() -> None:
         key=key,
         on_change=_on_upload,
         args=(key,),
-        help="YAML or JSON with attention, token_specs, attention_patterns and run (see assets/examples).",
+        help="YAML or JSON with attention, token_specs, attention_patterns and run (see the built-in examples).",
     )
 
 

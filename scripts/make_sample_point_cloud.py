@@ -1,4 +1,4 @@
-"""Regenerate assets/sample_point_cloud.npz (car-like surface and volume points, 16384 each, seed 0).
+"""Regenerate noether/explorer/assets/sample_point_cloud.npz (car-like surface and volume points, 16384 each, seed 0).
 
 Usage: python scripts/make_sample_point_cloud.py
 """

@@ -34,6 +34,7 @@ from noether.explorer.io import (
     upstream_payload,
 )
 from noether.explorer.problems import errors
+from noether.explorer.resources import examples_dir
 from noether.explorer.scenario import Scenario, ScenarioReport, validate_scenario
 from noether.modeling.functional.init import SUPPORTED_INIT_MODES
 
@@ -41,11 +42,7 @@ CORPUS = Path(__file__).parent / "corpus"
 BAD_FILES = sorted((CORPUS / "bad").iterdir())
 GOOD_FILES = sorted((CORPUS / "good").iterdir())
 EXPECTED: dict[str, list[str]] = yaml.safe_load((CORPUS / "expected.yaml").read_text(encoding="utf-8"))
-EXAMPLES = sorted(
-    path
-    for path in (Path(__file__).parents[1] / "assets" / "examples").glob("*")
-    if path.suffix in (".yaml", ".yml", ".json")
-)
+EXAMPLES = sorted(path for path in examples_dir().glob("*") if path.suffix in (".yaml", ".yml", ".json"))
 
 VALID_FILES = GOOD_FILES + EXAMPLES
 """Our good corpus plus the example scenarios shipped in assets/examples."""

@@ -1,4 +1,4 @@
-"""A car-like sample point cloud (surface plus surrounding volume), generated procedurally and shipped in assets/."""
+"""A car-like sample point cloud (surface plus surrounding volume), generated procedurally, shipped in the package."""
 
 import io
 from pathlib import Path
@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from noether.explorer.problems import ExplorerError, Problem
+from noether.explorer.resources import asset_path
 
-SAMPLE_PATH = Path(__file__).resolve().parents[2] / "assets" / "sample_point_cloud.npz"
+SAMPLE_PATH = asset_path("sample_point_cloud.npz")
 SAMPLE_POINTS = 16384
 """Points per domain in the shipped sample."""
 

@@ -1,4 +1,4 @@
-"""Built-in example scenarios (the YAML files in assets/examples), with titles for pickers."""
+"""Built-in example scenarios (the YAML files shipped in the package's assets/examples), with titles for pickers."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -6,9 +6,10 @@ from pathlib import Path
 import yaml
 
 from noether.explorer.problems import ExplorerError
+from noether.explorer.resources import examples_dir
 from noether.explorer.scenario import Scenario, validate_scenario
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
+EXAMPLES_DIR = examples_dir()
 
 
 @dataclass(frozen=True)
