@@ -247,10 +247,10 @@ def model_overview(
     for number, layer in enumerate(layers, start=1):
         run = layer.run
 
-        def report(done: int, layer: LayerSource = layer, number: int = number) -> None:
+        def report(done: int, layer: LayerSource = layer, number: int = number, before: int = finished) -> None:
             if progress is not None:
                 progress(
-                    min(1.0, (finished + done) / total),
+                    min(1.0, (before + done) / total),
                     f"layer {number}/{len(layers)} {layer.path}: {done:,}/{layer.run.layout.n_queries:,} queries",
                 )
 
