@@ -145,14 +145,14 @@ def test_overview_scores_never_exceed_one_chunk(monkeypatch: pytest.MonkeyPatch)
         for i in range(2)
     ]
     blocks: list[int] = []
-    original = mo._logits
+    original = mo.masked_scores
 
     def recording(queries: torch.Tensor, keys: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
         scores = original(queries, keys, real)
         blocks.append(scores.numel())
         return scores
 
-    monkeypatch.setattr(mo, "_logits", recording)
+    monkeypatch.setattr(mo, "masked_scores", recording)
     overview = model_overview(layers, chunk_bytes=chunk)
     assert max(blocks) * 4 <= chunk
     assert max(blocks) < 2 * n * n / 10

@@ -15,16 +15,10 @@ from typing import Literal
 import numpy as np
 import torch
 
+from noether.explorer.chunk_stats import fold_rows, masked_scores
 from noether.explorer.layout import TokenLayout
 from noether.explorer.run import ExplorerRun
-from noether.explorer.weights import (
-    DEFAULT_CHUNK_BYTES,
-    WeightOptions,
-    _logits,
-    _pattern_keys,
-    chunk_rows,
-    row_entropy,
-)
+from noether.explorer.weights import DEFAULT_CHUNK_BYTES, WeightOptions, _pattern_keys, chunk_rows
 
 Progress = Callable[[float, str], None]
 HeadChoice = int | Literal["mean"]
@@ -179,19 +173,17 @@ def layer_statistics(
         pattern = layout.pattern_of(group.name)
         key_tensor, real, segments = _pattern_keys(layout, keys, list(pattern.key_value_tokens))
         step = chunk_rows(batch, heads, key_tensor.shape[2], 1, chunk_bytes)
-        k = min(top_k, key_tensor.shape[2])
+        bounds = [(seg.start, seg.start + seg.size) for seg in segments]
         assert group.query_offset is not None
         for start in range(0, group.size, step):
             part = slice(group.query_offset + start, group.query_offset + min(group.size, start + step))
             freqs = None if freqs_queries is None else freqs_queries[:, part]
-            logits = _logits(core.project_queries(x_queries[:, part], freqs=freqs), key_tensor, real)
-            weights = torch.softmax(logits, dim=-1)
-            per_key = weights.sum(2)
-            for seg in segments:
-                mass[:, :, qi, seg.index] += per_key[..., seg.start : seg.start + seg.size].sum(-1).cpu()
-            entropy[:, :, qi] += row_entropy(logits, weights, real is not None).sum(-1).cpu()
-            if k:
-                top[:, :, qi] += weights.topk(k, dim=-1).values.sum((-1, -2)).cpu()
+            scores = masked_scores(core.project_queries(x_queries[:, part], freqs=freqs), key_tensor, real)
+            group_shares, row_entropy_sum, top_sum = fold_rows(scores, bounds, top_k)
+            for j, seg in enumerate(segments):
+                mass[:, :, qi, seg.index] += group_shares[..., j].cpu()
+            entropy[:, :, qi] += row_entropy_sum.cpu()
+            top[:, :, qi] += top_sum.cpu()
             done += part.stop - part.start
             if progress is not None:
                 progress(done)
