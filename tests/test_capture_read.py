@@ -168,7 +168,7 @@ def test_cached_layer_uses_the_recorded_cache_and_its_filling_pass(capture):
     check = run.kv_cache_check()
     assert check is not None and check.equal
     # The anchor pass of the check is the recorded cache, not a recomputation.
-    recorded = capture.tensors[capture.call("decoder.attn#0").kv_cache["surface_anchors"].k]
+    recorded = capture.tensors[capture.call("decoder.attn#0").caches()["surface_anchors"].k]
     assert torch.equal(run.kv_cache()["surface_anchors"]["k"].cpu(), recorded)
 
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from safetensors import safe_open
 from safetensors.torch import load as load_safetensors
 
-from noether.explorer.capture_manifest import CallEntry, Manifest, fail
+from noether.explorer.capture_manifest import CallEntry, Manifest, fail, tree_keys
 from noether.explorer.capture_manifest import CaptureError as CaptureError
 from noether.explorer.capture_shapes import check_call_shapes, check_positions
 
@@ -233,10 +233,8 @@ def _named_tensors(manifest: Manifest) -> Iterator[tuple[str, str]]:
         for arg, key in call.inputs.items():
             if key is not None:
                 yield f"call '{call.id}' input '{arg}'", key
-        for label, cache in (("kv_cache", call.kv_cache), ("new_kv_cache", call.new_kv_cache)):
-            for group, entry in (cache or {}).items():
-                yield f"call '{call.id}' {label} '{group}' k", entry.k
-                yield f"call '{call.id}' {label} '{group}' v", entry.v
+        yield from tree_keys(call.kv_cache, f"call '{call.id}' kv_cache")
+        yield from tree_keys(call.new_kv_cache, f"call '{call.id}' new_kv_cache")
         if call.output is not None:
             yield f"call '{call.id}' output", call.output
     for group, key in manifest.positions.items():

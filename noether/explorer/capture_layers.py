@@ -155,12 +155,12 @@ def _trailing_padding(mask: torch.Tensor, specs: list[dict[str, Any]]) -> dict[s
 
 def _linked_rows(capture: Capture, call: CallEntry, group: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """x and freqs rows of a cached group from the recorded call whose new_kv_cache filled this call's cache."""
-    assert call.kv_cache is not None
-    wanted = capture.tensors[call.kv_cache[group].k]
+    wanted = capture.tensors[call.caches()[group].k]
     for earlier in capture.manifest.calls:
-        if earlier.id == call.id or not earlier.new_kv_cache or group not in earlier.new_kv_cache:
+        made_cache = earlier.caches("new_kv_cache")
+        if earlier.id == call.id or group not in made_cache:
             continue
-        made = capture.tensors[earlier.new_kv_cache[group].k]
+        made = capture.tensors[made_cache[group].k]
         if made.shape != wanted.shape or not torch.equal(made, wanted) or not earlier.token_specs:
             continue
         start = 0
@@ -217,13 +217,13 @@ def _positions(capture: Capture, scenario: Scenario, layout: TokenLayout) -> tup
         points = recorded.get(group.name)
         if points is not None and points.ndim == 2:
             points = points.expand(batch, -1, -1)
-        if points is None or points.shape[0] != batch or points.shape[1] != group.size:
+        if points is None or points.shape[0] != batch or points.shape[1] != group.size or points.shape[-1] > 3:
             missing.append(group.name)
             parts.append(placeholder[:, group.key_offset : group.key_offset + group.size])
             continue
         points = points.float()
-        if points.shape[-1] == 2:
-            points = torch.cat([points, points.new_zeros(*points.shape[:-1], 1)], dim=-1)
+        if points.shape[-1] < 3:  # 1-D or 2-D coordinates lie in the first axes of the 3-D view
+            points = torch.cat([points, points.new_zeros(*points.shape[:-1], 3 - points.shape[-1])], dim=-1)
         parts.append(points)
     notes = []
     if missing:
@@ -247,10 +247,10 @@ def _captured(
     x_keys, freqs_keys, known = _key_axis(capture, call, layout, x.float(), freqs)
     positions, notes = _positions(capture, scenario, layout)
     cache = None
-    if call.kv_cache:
+    if call.caches():
         cache = {
             name: {"k": capture.tensors[entry.k].float(), "v": capture.tensors[entry.v].float()}
-            for name, entry in call.kv_cache.items()
+            for name, entry in call.caches().items()
         }
     return CapturedInputs(
         x=x_keys,
@@ -276,8 +276,8 @@ def mixed_layer(capture: Capture, call: CallEntry) -> Layer:
     specs = [{"name": spec.get("name"), "size": spec.get("size")} for spec in call.token_specs]
     cache_sizes = {}
     for spec in specs:
-        if spec["size"] is None and call.kv_cache and spec["name"] in call.kv_cache:
-            cache_sizes[spec["name"]] = int(capture.tensors[call.kv_cache[spec["name"]].k].shape[2])
+        if spec["size"] is None and spec["name"] in call.caches():
+            cache_sizes[spec["name"]] = int(capture.tensors[call.caches()[spec["name"]].k].shape[2])
     padding = {}
     if mask is not None:
         padding = _trailing_padding(mask, specs)

@@ -3,9 +3,10 @@
 Extra keys are allowed everywhere: later recorders may add optional ones (the format only grows additively).
 """
 
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from noether.explorer.problems import ExplorerError, Problem
 
@@ -51,6 +52,38 @@ class CacheEntry(_Open):
     v: Key
 
 
+def _check_tree(tree: Any, depth: int = 0) -> Any:
+    """A cache as stored: nested maps of names whose leaves are tensor keys (``{group: {k, v}}`` or ``{k, v}``)."""
+    if tree is None:
+        return None
+    if not isinstance(tree, dict) or depth > 4:
+        raise ValueError("must be a map of names to tensor keys (at most 4 levels deep)")
+    for name, item in tree.items():
+        if isinstance(item, dict):
+            _check_tree(item, depth + 1)
+        elif not (isinstance(item, str) and 0 < len(item) <= 1000):
+            raise ValueError(f"entry {name!r} must be a tensor key or a map, got {item!r:.60}")
+    return tree
+
+
+def tree_keys(tree: dict[str, Any] | None, label: str) -> Iterator[tuple[str, str]]:
+    """(where, tensor key) for every leaf of a stored cache."""
+    for name, item in (tree or {}).items():
+        if isinstance(item, dict):
+            yield from tree_keys(item, f"{label} '{name}'")
+        else:
+            yield f"{label} '{name}'", item
+
+
+def group_caches(tree: dict[str, Any] | None) -> dict[str, CacheEntry] | None:
+    """A cache as ``{group: CacheEntry}`` (the MixedAttention form), or None when it has another shape."""
+    if not tree:
+        return None
+    if not all(isinstance(item, dict) and set(item) == {"k", "v"} for item in tree.values()):
+        return None
+    return {group: CacheEntry(**item) for group, item in tree.items()}
+
+
 class CallEntry(_Open):
     """One call of a recorded module, in call order."""
 
@@ -64,10 +97,19 @@ class CallEntry(_Open):
     """Argument name -> tensor key, or null when the argument was None."""
     token_specs: list[dict[str, Any]] | None = None
     attention_patterns: list[dict[str, Any]] | None = None
-    kv_cache: dict[str, CacheEntry] | None = None
-    """The incoming cache, per group."""
+    kv_cache: dict[str, Any] | None = None
+    """The incoming cache: ``{group: {"k": key, "v": key}}`` for mixed calls (other kinds may nest differently)."""
     output: Key | None = None
-    new_kv_cache: dict[str, CacheEntry] | None = None
+    new_kv_cache: dict[str, Any] | None = None
+
+    @field_validator("kv_cache", "new_kv_cache")
+    @classmethod
+    def _cache_tree(cls, value: Any) -> Any:
+        return _check_tree(value)
+
+    def caches(self, which: str = "kv_cache") -> dict[str, CacheEntry]:
+        """The incoming (or new) cache per group; empty when absent or not in the per-group form."""
+        return group_caches(getattr(self, which)) or {}
 
 
 class NotExplorableEntry(_Open):

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from noether.explorer.capture_manifest import CallEntry, fail
+from noether.explorer.capture_manifest import CallEntry, fail, group_caches
 
 if TYPE_CHECKING:
     from noether.explorer.capture_file import Capture
@@ -82,8 +82,14 @@ def check_call_shapes(capture: "Capture", call: CallEntry) -> None:
                 f"(tensor '{freqs_key}') has shape {tuple(freqs.shape)}; expected "
                 f"({batch}, {tokens}, {head_dim // 2}) complex rotations.",
             )
-    for label, cache in (("kv_cache", call.kv_cache), ("new_kv_cache", call.new_kv_cache)):
-        for group, entry in (cache or {}).items():
+    for label in ("kv_cache", "new_kv_cache"):
+        tree = getattr(call, label)
+        if tree and group_caches(tree) is None:
+            raise fail(
+                f"{capture.name}: call '{call.id}' {label}",
+                "is not a map of token group -> {k, v} tensor keys, the form MixedAttention uses.",
+            )
+        for group, entry in call.caches(label).items():
             for part, key in (("k", entry.k), ("v", entry.v)):
                 _expect(capture, call, f"{label} '{group}' {part}", key, (batch, heads, None, head_dim))
             if capture.tensors[entry.k].shape[2] != capture.tensors[entry.v].shape[2]:
@@ -113,10 +119,10 @@ def _parameter_shape(param: str, hidden: int, head_dim: int) -> tuple[int, ...] 
 def check_positions(capture: "Capture") -> None:
     for group, key in capture.manifest.positions.items():
         tensor = capture.tensors[key]
-        if tensor.ndim not in (2, 3) or tensor.shape[-1] not in (2, 3) or not tensor.is_floating_point():
+        if tensor.ndim not in (2, 3) or tensor.dtype == torch.bool or tensor.is_complex():
             raise fail(
                 f"{capture.name}: positions '{group}'",
-                f"(tensor '{key}') has shape {tuple(tensor.shape)} and dtype {tensor.dtype}; expected float "
-                "(tokens, 3) or (batch, tokens, 3) coordinates.",
+                f"(tensor '{key}') has shape {tuple(tensor.shape)} and dtype {tensor.dtype}; expected real "
+                "(tokens, dims) or (batch, tokens, dims) coordinates.",
                 "Pass positions={group: (tokens, 3) tensor} to capture_attention.",
             )
