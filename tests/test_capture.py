@@ -310,6 +310,16 @@ def test_activations_dtype_halves_the_file_and_keeps_parameters(tmp_path):
     assert sizes[torch.float16] < 0.6 * sizes[None]
 
 
+def test_a_capture_records_one_block_only():
+    module = mixed()
+    cap = capture_attention(module)
+    with cap:
+        module(torch.randn(1, 10, HIDDEN), SPECS, PATTERNS)
+    with pytest.raises(CaptureError, match="records one `with` block"), cap:
+        pass
+    assert no_hooks(module) and len(cap.calls) == 1
+
+
 def test_estimate_matches_the_written_size(tmp_path):
     model = SharedTwice()
     with torch.no_grad(), capture_attention(model) as cap:
