@@ -310,6 +310,16 @@ def test_activations_dtype_halves_the_file_and_keeps_parameters(tmp_path):
     assert sizes[torch.float16] < 0.6 * sizes[None]
 
 
+def test_a_capture_records_one_block_only():
+    module = mixed()
+    cap = capture_attention(module)
+    with cap:
+        module(torch.randn(1, 10, HIDDEN), SPECS, PATTERNS)
+    with pytest.raises(CaptureError, match="records one `with` block"), cap:
+        pass
+    assert no_hooks(module) and len(cap.calls) == 1
+
+
 def test_estimate_matches_the_written_size(tmp_path):
     model = SharedTwice()
     with torch.no_grad(), capture_attention(model) as cap:
@@ -472,3 +482,16 @@ def test_standalone_copy_records_where_another_noether_package_shadows_ours(tmp_
 def test_capture_module_imports_nothing_from_noether():
     source = CAPTURE_SOURCE.read_text()
     assert "import noether" not in source and "from noether" not in source
+
+
+def test_tensors_on_any_device_are_stored_on_cpu(tmp_path, device):
+    module = mixed(use_rope=True).to(device).eval()
+    x, freqs = torch.randn(1, 10, HIDDEN, device=device), rope_freqs(1, 10).to(device)
+    with torch.no_grad(), capture_attention(module, activations_dtype="bfloat16") as cap:
+        out, _ = module(x, SPECS, PATTERNS, freqs=freqs)
+    manifest, tensors, _ = read_capture(cap.save(tmp_path / "dev.capture.safetensors"))
+    call = manifest["calls"][0]
+    assert manifest["activations_dtype"] == "bfloat16"
+    assert torch.equal(tensors[call["inputs"]["x"]], x.cpu().bfloat16())
+    assert torch.equal(tensors[call["output"]], out.cpu().bfloat16())
+    assert torch.equal(torch.view_as_complex(tensors[call["inputs"]["freqs"]]), freqs.cpu())

@@ -69,11 +69,7 @@ class _Skipped:
         numel = 1
         for dim in self.shape:
             numel *= dim
-        return numel * _element_size(self.dtype)
-
-
-def _element_size(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
+        return numel * self.dtype.itemsize
 
 
 def recognise(module: nn.Module) -> str | None:
@@ -197,6 +193,8 @@ class Capture:
 
     # -- context manager -------------------------------------------------------------------------------------------
     def __enter__(self) -> Capture:
+        if self._targets:
+            raise CaptureError("A Capture records one `with` block; call capture_attention(...) again for another.")
         recognised = {}
         for path, module in self.model.named_modules():
             kind = recognise(module)
@@ -328,7 +326,7 @@ class Capture:
             self._complex.append(key)
             tensor = torch.view_as_real(tensor.resolve_conj())
         dtype = self.activations_dtype if activation and tensor.is_floating_point() else tensor.dtype
-        nbytes = tensor.numel() * _element_size(dtype)
+        nbytes = tensor.numel() * dtype.itemsize
         if self._bytes + nbytes > self.max_bytes:
             # Past the budget only sizes are kept, so a huge model cannot exhaust memory before save() refuses.
             self._tensors[key] = _Skipped(tensor.shape, dtype)
