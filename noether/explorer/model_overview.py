@@ -171,7 +171,7 @@ def layer_statistics(
         if group.size == 0:
             continue
         pattern = layout.pattern_of(group.name)
-        key_tensor, real, segments = _pattern_keys(layout, keys, list(pattern.key_value_tokens))
+        key_tensor, real, segments = _pattern_keys(layout, keys, list(pattern.key_value_tokens), run.key_real())
         step = chunk_rows(batch, heads, key_tensor.shape[2], 1, chunk_bytes)
         bounds = [(seg.start, seg.start + seg.size) for seg in segments]
         assert group.query_offset is not None

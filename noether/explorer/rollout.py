@@ -140,8 +140,10 @@ def propagate(
         if rows.numel() == 0:
             continue
         pattern = layout.pattern_of(group.name)
-        key_tensor, real, segments = _pattern_keys(layout, keys, list(pattern.key_value_tokens))
+        key_tensor, real, segments = _pattern_keys(layout, keys, list(pattern.key_value_tokens), run.key_real())
         key_tensor = key_tensor[batch : batch + 1]
+        if real is not None and real.dim() == 4:
+            real = real[batch : batch + 1]
         step = chunk_rows(1, core.num_heads, key_tensor.shape[2], 1, chunk_bytes)
         assert group.query_offset is not None
         for start in range(0, rows.numel(), step):
@@ -168,7 +170,6 @@ class _Walk:
     parked: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     parts: list[RolloutPart] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    cache_readers: set[str] = field(default_factory=set)
 
     def add(self, name: str, mass: torch.Tensor, where: str) -> None:
         if name not in self.live:
@@ -194,6 +195,7 @@ def attention_rollout(
     *,
     batch: int = 0,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    positions: Mapping[str, torch.Tensor | np.ndarray] | None = None,
     progress: Progress | None = None,
 ) -> RolloutResult:
     """Rollout of output token ``group[index]`` of the last call that outputs it, back through every earlier call.
@@ -203,20 +205,24 @@ def attention_rollout(
         group, index: The output token.
         batch: Which batch element to follow.
         chunk_bytes: Bytes of one chunk of scores.
+        positions: Recorded coordinates per group (a capture's), used to match groups that differ in name only.
         progress: Called with (fraction done, message) after each call.
     """
     start = rollout_start(layers, group, index)
     size = layers[start].run.layout.by_name[group].size
+    points = _positions_of(positions or {}, batch)
     walk = _Walk()
     walk.live[group] = torch.zeros(size, dtype=torch.float64)
     walk.live[group][index] = 1.0
-    visited = []
+    visited: list[str] = []
+    passes = pass_numbers(layers)
     for position in range(start, -1, -1):
         layer = layers[position]
-        module = layer.module
-        if module in walk.cache_readers:
+        module, layout = layer.module, layer.run.layout
+        if position < start and passes[position] != passes[position + 1]:
             walk.freeze(f"input of {layers[position + 1].path}")
-            walk.cache_readers.clear()
+        following = layers[position + 1] if position + 1 <= start else None
+        split = _align_outputs(walk, layer, following, points)
         outputs = output_groups(layer)
         r_out = {name: walk.live.pop(name) for name in outputs if name in walk.live}
         earlier_call = any(other.module == module for other in layers[:position])
@@ -225,14 +231,14 @@ def attention_rollout(
             for name, mass in propagate(layer, r_out, batch=batch, chunk_bytes=chunk_bytes).items():
                 if float(mass.sum()) == 0:
                     continue
-                cached = layer.run.layout.by_name[name].cached
-                if cached and earlier_call:
+                if layout.by_name[name].cached and earlier_call:
                     key = (module, name)
                     walk.parked[key] = walk.parked[key] + mass if key in walk.parked else mass
-                    walk.cache_readers.add(module)
                 else:
                     walk.add(name, mass, f"input of {layer.path}")
-        inputs = {g.name for g in layer.run.layout.groups if not g.cached}
+        if split is not None and split[0] in walk.live:
+            _split_back(walk, *split)
+        inputs = {g.name for g in layout.groups if not g.cached}
         for key in [k for k in walk.parked if k[0] == module and k[1] in inputs]:
             walk.add(key[1], walk.parked.pop(key), f"input of {layer.path}")
         if progress is not None:
@@ -244,6 +250,79 @@ def attention_rollout(
     return RolloutResult(
         group=group, index=index, start=layers[start].path, parts=walk.parts, calls=visited, notes=walk.notes
     )
+
+
+def pass_numbers(layers: Sequence[LayerSource]) -> list[int]:
+    """Which forward pass each call belongs to: a pass ends where a module it already called reads a KV cache.
+
+    A module called twice within one pass without a cache (shared weights) stays in the same pass.
+    """
+    numbers, current, called = [], 0, set()
+    for layer in layers:
+        if layer.module in called and layer.run.layout.has_cache:
+            current, called = current + 1, set()
+        called.add(layer.module)
+        numbers.append(current)
+    return numbers
+
+
+def _positions_of(positions: Mapping[str, torch.Tensor | np.ndarray], batch: int) -> dict[str, torch.Tensor]:
+    """(tokens, dims) coordinates per group for one batch element."""
+    result = {}
+    for name, value in positions.items():
+        tensor = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value)
+        if tensor.dim() == 3:
+            tensor = tensor[min(batch, tensor.shape[0] - 1)]
+        result[name] = tensor.float()
+    return result
+
+
+def _align_outputs(
+    walk: _Walk, layer: LayerSource, following: LayerSource | None, points: Mapping[str, torch.Tensor]
+) -> tuple[str, list[tuple[str, int]]] | None:
+    """Give the call's output groups the live mass of the same tokens under other names.
+
+    Tried when no output group of the call carries live mass by name: (1) a live group with exactly the same
+    recorded positions is the same tokens (a perceiver's ``keys_values`` are the geometry block's ``tokens``);
+    (2) a single output group as large as the next call's input groups together is their concatenation (a
+    perceiver's ``queries`` are the physics blocks' anchors and queries, in their order). For (2) the mass is
+    split back into those groups after the call. Returns (group, [(name, size), ...]) to split back, or None.
+    """
+    outputs = layer.run.layout.query_groups
+    if not walk.live or any(g.name in walk.live for g in outputs):
+        return None
+    for group in outputs:
+        mine = points.get(group.name)
+        if mine is None or mine.shape[0] != group.size:
+            continue
+        for name in list(walk.live):
+            other = points.get(name)
+            if other is not None and other.shape == mine.shape and torch.equal(other, mine):
+                walk.live[group.name] = walk.live.pop(name)
+                walk.notes.append(f"'{name}' entered {layer.path} as its group '{group.name}' (same positions).")
+                break
+    if any(g.name in walk.live for g in outputs) or following is None or len(outputs) != 1:
+        return None
+    target = outputs[0]
+    parts = [(g.name, g.size) for g in following.run.layout.query_groups]
+    if sum(size for _, size in parts) != target.size or not any(name in walk.live for name, _ in parts):
+        return None
+    pieces = []
+    for name, size in parts:
+        mass = walk.live.get(name)
+        pieces.append(walk.live.pop(name) if mass is not None and mass.numel() == size else torch.zeros(size).double())
+    walk.live[target.name] = torch.cat(pieces)
+    walk.notes.append(
+        f"{layer.path}'s '{target.name}' taken as {', '.join(n for n, _ in parts)} in that order (sizes add up)."
+    )
+    return target.name, parts
+
+
+def _split_back(walk: _Walk, name: str, parts: list[tuple[str, int]]) -> None:
+    mass, start = walk.live.pop(name), 0
+    for part, size in parts:
+        walk.live[part] = walk.live.get(part, torch.zeros(size, dtype=torch.float64)) + mass[start : start + size]
+        start += size
 
 
 def parse_token(text: str) -> tuple[str, int]:
