@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     from noether.explorer import cli_capture
 
     cli_capture.add_capture_info(commands)
+    from noether.explorer import cli_rollout
+
+    cli_rollout.add_rollout(commands)
     return parser
 
 

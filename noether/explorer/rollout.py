@@ -334,25 +334,35 @@ def parse_token(text: str) -> tuple[str, int]:
 
 
 def rollout_points(
-    result: RolloutResult, positions: Mapping[str, np.ndarray]
+    result: RolloutResult, positions: Mapping[str, torch.Tensor | np.ndarray], batch: int = 0
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """Points of every group that has positions, with their rollout weights: (xyz, weights, group per point, notes).
 
     Groups without positions (or whose positions do not match their size) are left out and named in the notes.
     """
+    points_of = _positions_of(positions, batch)
     xyz, weights, labels, notes = [], [], [], []
     for name, values in result.by_group().items():
-        points = positions.get(name)
+        points = points_of.get(name)
         if points is None:
             notes.append(f"'{name}' has no positions ({values.sum():.3f} of the rollout is not drawn).")
             continue
-        points = np.asarray(points, dtype=np.float64).reshape(-1, np.asarray(points).shape[-1])
-        if points.shape[0] != values.shape[0] or points.shape[1] != 3:
+        if points.shape[0] != values.shape[0] or points.shape[-1] != 3:
             notes.append(f"'{name}': {points.shape[0]} positions for {values.shape[0]} tokens; not drawn.")
             continue
-        xyz.append(points)
+        xyz.append(points.double().numpy())
         weights.append(values)
         labels += [name] * len(values)
     if not xyz:
         return np.zeros((0, 3)), np.zeros(0), [], notes
     return np.concatenate(xyz), np.concatenate(weights), labels, notes
+
+
+def chosen_point(
+    positions: Mapping[str, torch.Tensor | np.ndarray], group: str, index: int, batch: int = 0
+) -> np.ndarray | None:
+    """Coordinates of the chosen token, when recorded."""
+    points = _positions_of(positions, batch).get(group)
+    if points is None or not 0 <= index < points.shape[0] or points.shape[-1] != 3:
+        return None
+    return points[index].double().numpy()
