@@ -6,7 +6,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from noether.explorer import chunk_stats
 from noether.explorer import model_overview as mo
 from noether.explorer.model_overview import LayerSource, call_table, layer_statistics, model_overview
 from noether.explorer.run import ExplorerRun
@@ -147,8 +150,8 @@ def test_overview_scores_never_exceed_one_chunk(monkeypatch: pytest.MonkeyPatch)
     blocks: list[int] = []
     original = mo.masked_scores
 
-    def recording(queries: torch.Tensor, keys: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
-        scores = original(queries, keys, real)
+    def recording(queries: torch.Tensor, keys: torch.Tensor, real: torch.Tensor | None, **kw: Any) -> torch.Tensor:
+        scores = original(queries, keys, real, **kw)
         blocks.append(scores.numel())
         return scores
 
@@ -159,3 +162,37 @@ def test_overview_scores_never_exceed_one_chunk(monkeypatch: pytest.MonkeyPatch)
     # Every query row was folded in exactly once per layer.
     assert sum(blocks) == 2 * 2 * n * n
     assert len(overview.calls) == 2
+
+
+@settings(max_examples=40)
+@given(
+    keys=st.integers(1, 700),
+    k=st.integers(1, 12),
+    rows=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+    ties=st.booleans(),
+)
+def test_block_top_k_equals_a_full_top_k(keys: int, k: int, rows: int, seed: int, ties: bool) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randn(1, 2, rows, keys, generator=generator) * 4
+    if ties:
+        scores = scores.round()
+    k = min(k, keys)
+    block = chunk_stats.top_k_block(keys, k)
+    maxima, row_max = chunk_stats._block_maxima(scores, block)
+    got = chunk_stats.top_k_scores(scores, k, maxima, block).sort(-1).values
+    assert torch.equal(got, scores.topk(k, -1).values.sort(-1).values)
+    assert torch.equal(row_max, scores.amax(-1))
+
+
+def test_fold_rows_matches_softmax_statistics() -> None:
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.randn(2, 3, 5, 200, generator=generator) * 3
+    scores[..., 190:] = chunk_stats.MASKED_SCORE  # padded keys
+    weights = torch.softmax(scores, -1)
+    expected_entropy = -(weights * weights.clamp_min(1e-30).log()).sum(-1).sum(-1)
+    mass, entropy, top = chunk_stats.fold_rows(scores.clone(), [(0, 50), (50, 200)], 8)
+    torch.testing.assert_close(entropy, expected_entropy, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(top, weights.topk(8, -1).values.sum(-1).sum(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mass[..., 0], weights[..., :50].sum(-1).sum(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mass.sum(-1), torch.full_like(top, 5.0), atol=1e-5, rtol=1e-5)

@@ -8,6 +8,7 @@ The weights are recomputed with the layer's own projections in cache-sized query
 caller can keep it and redraw any head or statistic without recomputing.
 """
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -174,12 +175,17 @@ def layer_statistics(
         key_tensor, real, segments = _pattern_keys(layout, keys, list(pattern.key_value_tokens), run.key_real())
         step = chunk_rows(batch, heads, key_tensor.shape[2], 1, chunk_bytes)
         bounds = [(seg.start, seg.start + seg.size) for seg in segments]
+        # Two chunk-sized buffers reused by every chunk of the group: fresh ones would page-fault each time.
+        elements = batch * heads * min(step, group.size) * key_tensor.shape[2]
+        buffers = [torch.empty(elements, device=key_tensor.device) for _ in range(2)]
         assert group.query_offset is not None
         for start in range(0, group.size, step):
             part = slice(group.query_offset + start, group.query_offset + min(group.size, start + step))
             freqs = None if freqs_queries is None else freqs_queries[:, part]
-            scores = masked_scores(core.project_queries(x_queries[:, part], freqs=freqs), key_tensor, real)
-            group_shares, row_entropy_sum, top_sum = fold_rows(scores, bounds, top_k)
+            queries = core.project_queries(x_queries[:, part], freqs=freqs)
+            shape = (*queries.shape[:-1], key_tensor.shape[2])
+            scores = masked_scores(queries, key_tensor, real, out=buffers[0][: math.prod(shape)].view(shape))
+            group_shares, row_entropy_sum, top_sum = fold_rows(scores, bounds, top_k, workspace=buffers[1])
             for j, seg in enumerate(segments):
                 mass[:, :, qi, seg.index] += group_shares[..., j].cpu()
             entropy[:, :, qi] += row_entropy_sum.cpu()
