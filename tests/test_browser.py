@@ -180,3 +180,51 @@ def _readme_screenshot(browser: Any, app_url: str) -> None:
     _settle(page, 2)
     page.screenshot(path=str(ROOT / "assets" / "screenshot.png"))
     page.close()
+
+
+def test_model_overview_and_rollout_of_the_demo_capture(app_url: str) -> None:
+    """Model mode on the shipped demo: the overview's depth heatmap lists every call, the rollout draws the car."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed")
+    if not (ROOT / "noether" / "explorer" / "assets" / "demo_capture.safetensors").is_file():
+        pytest.skip("this checkout has no demo capture")
+    executable = _chromium()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            page.goto(app_url, wait_until="domcontentloaded")
+            _settle(page, 2)
+            page.get_by_text("Model", exact=True).click()
+            page.get_by_role("button", name="Open the demo capture").click()
+            page.get_by_text("Opened the capture the demo capture").wait_for(timeout=RENDER_MS)
+            page.get_by_role("tab", name="Model overview").click()
+            page.wait_for_function(
+                """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
+                    (gd.data || []).some(t => t.type === 'heatmap' && Array.isArray(t.y)
+                        && t.y.some(l => String(l).includes('geometry_blocks'))))""",
+                timeout=RENDER_MS,
+            )
+            charts = _settle(page, 4)
+            heatmap = next(t for chart in charts for t in chart if t["type"] == "heatmap" and t["y"])
+            assert len(heatmap["y"]) == 13, heatmap["y"]
+            page.screenshot(path=str(ARTIFACTS / "model_overview.png"))
+
+            page.get_by_role("tab", name="Rollout").click()
+            page.wait_for_function(
+                """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
+                    (gd.data || []).some(t => t.type === 'scatter3d'))""",
+                timeout=RENDER_MS,
+            )
+            _settle(page, 1)
+            page.get_by_text("Attention rollout (Abnar & Zuidema, 2020)").first.wait_for(timeout=RENDER_MS)
+            page.screenshot(path=str(ARTIFACTS / "rollout.png"))
+        finally:
+            browser.close()

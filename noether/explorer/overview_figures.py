@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
-from noether.explorer.figures import GROUP_COLOURS, MAX_CLOUD_POINTS, colour_scale
+from noether.explorer.figures import GROUP_COLOURS, MAX_CLOUD_POINTS, MUTED_COLOUR, colour_scale
 from noether.explorer.model_overview import CallSummary, DepthTable, ModelOverview
 from noether.explorer.png import colour_table
 
@@ -86,8 +86,8 @@ def calls_diagram(overview: ModelOverview) -> go.Figure:
                 y=[max(call.attended_pairs, 1) for _, call in rows],
                 name=kind,
                 marker={"color": GROUP_COLOURS[index % len(GROUP_COLOURS)]},
-                text=[_call_hover(call) for _, call in rows],
-                hovertemplate="%{text}<br>%{y:,} attended pairs<extra></extra>",
+                hovertext=[_call_hover(call) for _, call in rows],
+                hovertemplate="%{hovertext}<br>%{y:,} attended pairs<extra></extra>",
             )
         )
     fig.update_layout(
@@ -119,10 +119,27 @@ def rollout_figure(
 ) -> go.Figure:
     """3-D points coloured by log10 rollout weight; ``marked`` (3,) is the chosen token, drawn as a diamond."""
     keep = _subsample(len(xyz))
+    unreached = keep[weights[keep] <= 0]
+    keep = keep[weights[keep] > 0]
     colour = rollout_colour(weights)[keep]
     order = np.argsort(colour)  # the heaviest points last, on top
     pts, names = xyz[keep][order].astype(np.float32), np.asarray(labels)[keep][order]
-    fig = go.Figure(
+    traces = []
+    if len(unreached):
+        grey = xyz[unreached].astype(np.float32)
+        traces.append(
+            go.Scatter3d(
+                x=grey[:, 0],
+                y=grey[:, 1],
+                z=grey[:, 2],
+                mode="markers",
+                name="not reached",
+                marker={"size": 2, "color": MUTED_COLOUR},
+                hoverinfo="skip",
+            )
+        )
+    fig = go.Figure(traces)
+    fig.add_trace(
         go.Scatter3d(
             x=pts[:, 0],
             y=pts[:, 1],
@@ -194,7 +211,8 @@ def rollout_png(
         levels = ((colour - lo) / span * (len(table) - 1)).round().astype(np.int64)
         for i in np.argsort(colour):
             x, y = pixels[i]
-            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=tuple(int(c) for c in table[levels[i]]))
+            fill = tuple(int(c) for c in table[levels[i]]) if weights[i] > 0 else MUTED_COLOUR
+            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=fill)
         if marked is not None:
             x, y = pixels[-1]
             draw.polygon([(x, y - 8), (x + 8, y), (x, y + 8), (x - 8, y)], outline="#00B8D4", width=3)

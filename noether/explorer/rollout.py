@@ -43,9 +43,11 @@ EXPLANATION = (
     "the identity for the residual connection, Â = 0.5·A + 0.5·I, rows re-normalised, and multiplied through the "
     "calls from the chosen output token back to the inputs. It shows where a token can draw information from "
     "through attention alone: it ignores the MLPs, the value vectors and the output projections, and weights every "
-    "head equally. Tokens are matched across calls by group name and index. Keys read from a KV cache count as the "
+    "head equally. Tokens are matched across calls by group name and index (where a call names them differently: "
+    "by their recorded positions, or as the next call's groups in order). Keys read from a KV cache count as the "
     "anchors they were computed from, at the input of the call that filled the cache; the inference pass's own "
-    "inputs (its queries) are kept separately and do not flow into the earlier anchor pass."
+    "inputs (its queries) are kept separately and do not flow into the earlier anchor pass. Grey points are not "
+    "reached."
 )
 
 
