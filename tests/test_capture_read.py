@@ -233,3 +233,13 @@ def test_a_new_kind_is_one_registered_function(capture, monkeypatch: pytest.Monk
         assert capture_layers(capture)[-1].reason == "converted by a test"
     finally:
         capture.manifest.modules["encoder.perceiver"].explorable = False
+
+
+def test_listing_layers_copies_no_tensor(capture, monkeypatch: pytest.MonkeyPatch):
+    from noether.explorer import capture_layers as module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("inputs built while listing")
+
+    monkeypatch.setattr(module, "_captured", refuse)
+    assert sum(layer.explorable for layer in capture_layers(capture)) == 5
