@@ -243,3 +243,12 @@ def test_listing_layers_copies_no_tensor(capture, monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(module, "_captured", refuse)
     assert sum(layer.explorable for layer in capture_layers(capture)) == 5
+
+
+def test_a_converter_may_set_the_inputs_directly(capture):
+    layer = find_layer(capture, "decoder.attn#0")
+    inputs = layer.captured
+    layer.captured = inputs
+    assert layer.explorable and layer.captured is inputs
+    layer.captured = None
+    assert not layer.explorable

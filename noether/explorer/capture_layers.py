@@ -48,6 +48,11 @@ class Layer:
         """The recorded inputs on the run's key axis (built anew on each access)."""
         return None if self.make_inputs is None else self.make_inputs()
 
+    @captured.setter
+    def captured(self, inputs: CapturedInputs | None) -> None:
+        """Converters that have the inputs at hand may set them directly."""
+        self.make_inputs = None if inputs is None else (lambda: inputs)
+
 
 Converter = Callable[[Capture, CallEntry], Layer]
 CONVERTERS: dict[str, Converter] = {}
