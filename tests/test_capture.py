@@ -386,6 +386,19 @@ def test_unreadable_arguments_name_the_module_path(args, message):
     assert no_hooks(model)
 
 
+def test_a_call_that_cannot_be_read_leaves_nothing_behind(tmp_path):
+    module = mixed()
+    x = torch.randn(1, 10, HIDDEN)
+    with torch.no_grad(), capture_attention(module) as cap:
+        module(x, SPECS, PATTERNS)
+        with pytest.raises(CaptureError, match=r"<root> \(MixedAttention, call #1\).*kv_cache must be a dict"):
+            module(x, SPECS, PATTERNS, kv_cache=[1])
+        module(x, SPECS, PATTERNS)
+    manifest, tensors, _ = read_capture(cap.save(tmp_path / "after-error.capture.safetensors"))
+    assert [call["id"] for call in manifest["calls"]] == ["#0", "#1"]
+    assert set(referenced_keys(manifest)) == set(tensors)
+
+
 def test_legacy_tuple_freqs_are_refused_by_name():
     module = DotProductAttention(DotProductAttentionConfig(hidden_dim=HIDDEN, num_heads=HEADS, use_rope=True))
     freqs = (torch.zeros(1, 5, 4),)

@@ -236,33 +236,37 @@ class Capture:
     def _before_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         path, kind, signature = self._targets[module]
         call_index = self._call_counts.get(path, 0)
-        self._call_counts[path] = call_index + 1
-        index = len(self.calls)
         entry: dict[str, Any] = {"id": f"{path}#{call_index}", "module": path, "call_index": call_index, "kind": kind}
         where = f"{path or '<root>'} ({type(module).__name__}, call {entry['id']})"
+        mark = (len(self._tensors), len(self._complex), self._bytes)
         try:
-            arguments = signature.bind(*args, **kwargs).arguments
-        except TypeError as error:
-            raise CaptureError(f"{where}: could not read the arguments of this {kind} call: {error}.") from None
-        prefix = f"call/{index}"
-        try:
-            entry["inputs"] = {
-                name: self._store_argument(f"{prefix}/{name}", arguments.get(name), activation)
-                for name, activation in _TENSOR_INPUTS[kind].items()
-            }
-            if kind in ("mixed", "untied_mixed"):
-                entry["token_specs"] = _read_list(arguments.get("token_specs"), _read_token_spec, "token_specs")
-                patterns = arguments.get("attention_patterns")
-                if patterns is not None or kind == "mixed":
-                    entry["attention_patterns"] = _read_list(patterns, _read_pattern, "attention_patterns")
-            entry["kv_cache"] = self._store_tree(f"{prefix}/kv_cache", arguments.get("kv_cache"), "kv_cache")
-        except TypeError as error:
-            raise CaptureError(f"{where}: could not read the arguments: {error}.") from None
-        entry["training"] = module.training
-        if path not in self.modules:
-            self._record_module(path, module, kind, where)
+            self._read_call(entry, module, signature.bind(*args, **kwargs).arguments, f"call/{len(self.calls)}")
+        except (TypeError, CaptureError) as error:
+            # Nothing of a call that could not be read stays behind (the file would hold tensors no entry names).
+            for key in list(self._tensors)[mark[0] :]:
+                del self._tensors[key]
+            del self._complex[mark[1] :]
+            self._bytes = mark[2]
+            raise CaptureError(f"{where}: could not record this {kind} call: {error}.") from None
+        self._call_counts[path] = call_index + 1
+        self._pending.setdefault(id(module), []).append((len(self.calls), entry))
         self.calls.append(entry)
-        self._pending.setdefault(id(module), []).append((index, entry))
+
+    def _read_call(self, entry: dict[str, Any], module: nn.Module, arguments: dict[str, Any], prefix: str) -> None:
+        kind = entry["kind"]
+        entry["inputs"] = {
+            name: self._store_argument(f"{prefix}/{name}", arguments.get(name), activation)
+            for name, activation in _TENSOR_INPUTS[kind].items()
+        }
+        if kind in ("mixed", "untied_mixed"):
+            entry["token_specs"] = _read_list(arguments.get("token_specs"), _read_token_spec, "token_specs")
+            patterns = arguments.get("attention_patterns")
+            if patterns is not None or kind == "mixed":
+                entry["attention_patterns"] = _read_list(patterns, _read_pattern, "attention_patterns")
+        entry["kv_cache"] = self._store_tree(f"{prefix}/kv_cache", arguments.get("kv_cache"), "kv_cache")
+        entry["training"] = module.training
+        if entry["module"] not in self.modules:
+            self._record_module(entry["module"], module, kind)
 
     def _after_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         index, entry = self._pending[id(module)].pop()
@@ -280,11 +284,8 @@ class Capture:
             raise CaptureError(f"{where}: could not read the output: {error}.") from None
 
     # -- storing ---------------------------------------------------------------------------------------------------
-    def _record_module(self, path: str, module: nn.Module, kind: str, where: str) -> None:
-        try:
-            config = _module_config(module, kind)
-        except CaptureError as error:
-            raise CaptureError(f"{where}: {error}") from None
+    def _record_module(self, path: str, module: nn.Module, kind: str) -> None:
+        config = _module_config(module, kind)
         label = path or "<root>"
         parameters = {name: self._store(f"param/{label}/{name}", t, False) for name, t in module.state_dict().items()}
         self.modules[path] = {
