@@ -399,6 +399,23 @@ def test_a_call_that_cannot_be_read_leaves_nothing_behind(tmp_path):
     assert set(referenced_keys(manifest)) == set(tensors)
 
 
+def test_additive_masks_are_stored_finite_with_the_same_output(tmp_path):
+    module = DotProductAttention(DotProductAttentionConfig(hidden_dim=HIDDEN, num_heads=HEADS)).eval()
+    x = torch.randn(1, 5, HIDDEN)
+    causal = torch.full((5, 5), float("-inf")).triu(1)
+    biased = causal + torch.randn(5, 5)
+    with torch.no_grad(), capture_attention(module) as cap:
+        module(x, attn_mask=causal)
+        module(x, attn_mask=biased)
+    manifest, tensors, _ = read_capture(cap.save(tmp_path / "masks.capture.safetensors"))
+    assert all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+    for call, original in zip(manifest["calls"], (causal, biased), strict=True):
+        stored = tensors[call["inputs"]["attn_mask"]]
+        with torch.no_grad():
+            assert torch.allclose(module(x, attn_mask=stored), module(x, attn_mask=original), atol=1e-6)
+    assert tensors[manifest["calls"][0]["inputs"]["attn_mask"]].dtype == torch.bool
+
+
 def test_legacy_tuple_freqs_are_refused_by_name():
     module = DotProductAttention(DotProductAttentionConfig(hidden_dim=HIDDEN, num_heads=HEADS, use_rope=True))
     freqs = (torch.zeros(1, 5, 4),)

@@ -301,6 +301,8 @@ class Capture:
             return None
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{key.rsplit('/', 1)[-1]} must be a tensor or None, got {type(value).__name__}")
+        if key.endswith("/attn_mask") and value.is_floating_point():
+            value = _finite_mask(value)
         return self._store(key, value, activation)
 
     def _store_tree(self, key: str, value: object, argument: str) -> dict[str, Any] | None:
@@ -430,6 +432,19 @@ def capture_attention(
         The :class:`Capture`; hooks exist only inside the ``with`` block, also when the forward raises.
     """
     return Capture(model, positions, layers, activations_dtype, max_bytes)
+
+
+def _finite_mask(mask: torch.Tensor) -> torch.Tensor:
+    """An additive float mask without infinities, so that the file holds finite values only (readers refuse others).
+
+    Only 0 and -inf: the equivalent bool mask (True = may attend). Otherwise -inf becomes the dtype's lowest finite
+    value, which gives the same softmax wherever a row has at least one key left.
+    """
+    if not bool(torch.isinf(mask).any()):
+        return mask
+    if bool(((mask == 0) | (mask == float("-inf"))).all()):
+        return mask == 0
+    return mask.clamp(min=torch.finfo(mask.dtype).min)
 
 
 def _parse_activations_dtype(value: torch.dtype | str | None) -> torch.dtype:
