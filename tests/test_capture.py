@@ -169,6 +169,7 @@ def test_records_every_call_with_ids_parameters_once_and_only_referenced_tensors
     ]
     assert set(first["new_kv_cache"]) == {"surface_anchors"}
     assert manifest["calls"][2]["new_kv_cache"] is None and manifest["not_explorable"] == []
+    assert manifest["skipped_modules"] == []
     assert no_hooks(model)
 
 
@@ -254,6 +255,24 @@ def test_perceiver_untied_and_dict_arguments(tmp_path):
     # Dict forms of token specs and patterns are recorded like the pydantic objects.
     assert untied_dicts["token_specs"] == attn["token_specs"]
     assert untied_dicts["attention_patterns"] == attn["attention_patterns"]
+
+
+def test_attention_like_modules_of_another_kind_are_listed_as_skipped(tmp_path):
+    class SliceAttention(nn.Module):  # q, k, v, proj but forward(x, attn_mask): not a kind the capture records
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.v, self.proj = (nn.Linear(HIDDEN, HIDDEN) for _ in range(4))
+
+        def forward(self, x, attn_mask=None):
+            return self.proj(x)
+
+    model = nn.ModuleDict({"slices": SliceAttention(), "attn": mixed()})
+    assert recognise(model["slices"]) is None
+    with torch.no_grad(), capture_attention(model) as cap:
+        model["attn"](model["slices"](torch.randn(1, 10, HIDDEN)), SPECS, PATTERNS)
+    manifest, _, _ = read_capture(cap.save(tmp_path / "skipped.capture.safetensors"))
+    assert [call["id"] for call in manifest["calls"]] == ["attn#0"]
+    assert [(s["module"], s["class_name"]) for s in manifest["skipped_modules"]] == [("slices", "SliceAttention")]
 
 
 def test_layers_globs_keep_only_matching_modules(tmp_path):

@@ -48,6 +48,7 @@ _TENSOR_INPUTS: dict[str, dict[str, bool]] = {
 }
 _PROJECTIONS = ("q", "k", "v", "proj")
 _ACTIVATION_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_SKIPPED_REASON = "has q, k, v and proj but a forward signature of no recorded kind; its calls are not recorded."
 _UNTIED_REASON = (
     "per-domain weight banks (q/k/v/proj hold one matrix per token domain): the explorer cannot recompute this "
     "kind yet; the call is recorded with its inputs and output."
@@ -182,6 +183,7 @@ class Capture:
         self.max_bytes = max_bytes
         self.calls: list[dict[str, Any]] = []
         self.modules: dict[str, dict[str, Any]] = {}
+        self.skipped: dict[str, str] = {}
         self._positions = dict(positions or {})
         self._tensors: dict[str, torch.Tensor | _Skipped] = {}
         self._complex: list[str] = []
@@ -200,6 +202,9 @@ class Capture:
             kind = recognise(module)
             if kind is not None:
                 recognised[path] = (module, kind)
+            elif all(isinstance(getattr(module, name, None), nn.Module) for name in _PROJECTIONS):
+                # Attention-like but another kind (e.g. Transolver): listed in the file, so nothing goes unnoticed.
+                self.skipped[path] = type(module).__name__
         if not recognised:
             raise CaptureError(
                 "No attention module recognised in the model. Module classes seen: "
@@ -363,6 +368,9 @@ class Capture:
                 {"id": call["id"], "class_name": self.modules[call["module"]]["class_name"], "reason": _UNTIED_REASON}
                 for call in self.calls
                 if not self.modules[call["module"]]["explorable"]
+            ],
+            "skipped_modules": [
+                {"module": path, "class_name": name, "reason": _SKIPPED_REASON} for path, name in self.skipped.items()
             ],
         }
 
