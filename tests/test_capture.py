@@ -334,6 +334,8 @@ def test_a_capture_records_one_block_only():
     cap = capture_attention(module)
     with cap:
         module(torch.randn(1, 10, HIDDEN), SPECS, PATTERNS)
+        with pytest.raises(CaptureError, match=r"Call save\(\) after the `with"):
+            cap.save("never.capture.safetensors")
     with pytest.raises(CaptureError, match="records one `with` block"), cap:
         pass
     assert no_hooks(module) and len(cap.calls) == 1

@@ -10,7 +10,7 @@ Attention modules are recognised by structure (``q``, ``k``, ``v``, ``proj`` sub
 ``forward`` parameters, never by their class, so upstream Noether's classes are recorded as well as this package's.
 This file imports only the standard library, torch and safetensors: where upstream owns the ``noether`` import
 name it is copied or loaded under a name of its own (see README, "Recording where upstream Noether is installed").
-The file format is described in README, "Capture file format".
+The file format is described in README, "Capture file format". It stays one file so that it can be copied alone.
 """
 
 from __future__ import annotations
@@ -277,9 +277,8 @@ class Capture:
         index, entry = self._pending[id(module)].pop()
         where = f"{entry['module'] or '<root>'} ({type(module).__name__}, call {entry['id']})"
         # Mixed and perceiver modules return (output, new_kv_cache); the others a bare tensor.
-        result, new_cache = (
-            (output[0], output[1] if len(output) > 1 else None) if isinstance(output, tuple) else (output, None)
-        )
+        result, new_cache = (output[0], output[1:2]) if isinstance(output, tuple) else (output, ())
+        new_cache = new_cache[0] if new_cache and entry["kind"] in ("mixed", "perceiver") else None
         if not isinstance(result, torch.Tensor):
             raise CaptureError(f"{where}: the output is {type(result).__name__}, not a tensor; cannot record it.")
         try:
@@ -394,7 +393,7 @@ class Capture:
         The size is estimated first; above ``max_bytes`` nothing is written and a CaptureError gives the estimate.
         """
         if self._handles:
-            raise CaptureError("save() is called after the `with capture_attention(...)` block has finished.")
+            raise CaptureError("Call save() after the `with capture_attention(...)` block has finished.")
         if not self.calls:
             raise CaptureError("Nothing was recorded: no attention call was made inside the `with` block.")
         unfinished = [call["id"] for call in self.calls if "output" not in call]
