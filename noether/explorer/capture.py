@@ -27,6 +27,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+__all__ = ["DEFAULT_MAX_BYTES", "FORMAT", "FORMAT_VERSION", "Capture", "CaptureError", "capture_attention", "recognise"]
+
 FORMAT = "noether-attention-capture"
 FORMAT_VERSION = 1
 DEFAULT_MAX_BYTES = 2 * 1024**3
