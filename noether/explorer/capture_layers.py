@@ -322,7 +322,9 @@ def _key_mask_of(attn_mask: torch.Tensor, batch: int, tokens: int) -> torch.Tens
     """A (batch, tokens) key mask equivalent to ``attn_mask`` when it masks keys only, else None."""
     mask = attn_mask
     if mask.dtype != torch.bool:
-        if not bool(((mask == 0) | (mask == float("-inf"))).all()):
+        # Additive masks: 0 keeps a key; -inf (or the dtype's lowest finite value, as recorders store it) drops it.
+        dropped = mask <= torch.finfo(mask.dtype).min / 2
+        if not bool(((mask == 0) | dropped).all()):
             return None
         mask = mask == 0
     while mask.ndim < 4:
