@@ -126,6 +126,7 @@ def test_export_a_layer_gives_a_scenario_that_validates(capsys, tmp_path: Path):
     [
         (["render", str(GOOD), "--out", "x.png"], 2, "give --layer PATH[#N]"),
         (["export", str(GOOD), "--format", "json"], 2, "give --layer PATH[#N]"),
+        (["bench", str(GOOD)], 2, "give --layer PATH[#N]"),
         (["render", str(GOOD), "--layer", "block", "--weights", "w.pt", "--out", "x.png"], 2, "--weights does not"),
         (["export", str(CORPUS / "good" / "minimal_mixed.yaml"), "--layer", "x", "--format", "json"], 2, "capture"),
         (["export", str(GOOD), "--layer", "blok#0", "--format", "json"], 1, "Did you mean 'block#0'"),
