@@ -150,3 +150,17 @@ def test_layer_list_rows_and_labels_are_plain_functions():
     assert rows[1]["groups"] == "surface_anchors 4, surface_queries 2"
     assert rows[1]["tokens (queries x keys)"] == "6 x 6" and rows[1]["verified max |diff|"].endswith(" ok")
     assert layer_label(layers[0], None).endswith("not verified")
+
+
+def test_the_demo_capture_opens_when_shipped(monkeypatch: pytest.MonkeyPatch):
+    from noether.explorer.ui import model_mode as ui_model_mode
+
+    at = model_mode()
+    assert next(b for b in at.button if b.label == "Open the demo capture").disabled is (
+        ui_model_mode.demo_capture_path() is None
+    )
+    monkeypatch.setattr(ui_model_mode, "demo_capture_path", lambda: TINY)
+    clean(at.run())
+    clean(next(b for b in at.button if b.label == "Open the demo capture").click().run())
+    assert "Opened the capture the demo capture: 2 recorded calls." in texts(at)
+    assert at.selectbox(key="layer").value == "encoder#0"

@@ -31,7 +31,8 @@ class Layer:
     kind: str
     class_name: str
     scenario: Scenario | None = None
-    captured: CapturedInputs | None = None
+    make_inputs: Callable[[], CapturedInputs] | None = None
+    """Builds the recorded inputs on demand, so that listing a capture's layers copies no tensor."""
     output: torch.Tensor | None = None
     """The module's recorded output, for verification."""
     reason: str = ""
@@ -40,7 +41,17 @@ class Layer:
 
     @property
     def explorable(self) -> bool:
-        return self.scenario is not None and self.captured is not None
+        return self.scenario is not None and self.make_inputs is not None
+
+    @property
+    def captured(self) -> CapturedInputs | None:
+        """The recorded inputs on the run's key axis (built anew on each access)."""
+        return None if self.make_inputs is None else self.make_inputs()
+
+    @captured.setter
+    def captured(self, inputs: CapturedInputs | None) -> None:
+        """Converters that have the inputs at hand may set them directly."""
+        self.make_inputs = None if inputs is None else (lambda: inputs)
 
 
 Converter = Callable[[Capture, CallEntry], Layer]
@@ -58,7 +69,13 @@ def converter(kind: str) -> Callable[[Converter], Converter]:
 
 def _blank(capture: Capture, call: CallEntry) -> Layer:
     module = capture.manifest.modules[call.module]
-    return Layer(id=call.id, module=call.module, kind=call.kind, class_name=module.class_name)
+    layer = Layer(id=call.id, module=call.module, kind=call.kind, class_name=module.class_name)
+    if (call.model_extra or {}).get("training") is True:
+        layer.notes.append(
+            "the module was in training mode when recorded: if it uses dropout, the recorded output is not "
+            "reproducible and verification will differ."
+        )
+    return layer
 
 
 def _refused(layer: Layer, reason: str) -> Layer:
@@ -78,7 +95,17 @@ def layer_of(capture: Capture, call: CallEntry) -> Layer:
             _blank(capture, call),
             f"not explorable yet: the explorer has no converter for kind '{call.kind}' ({module.class_name}).",
         )
-    return convert(capture, call)
+    try:
+        return convert(capture, call)
+    except (ExplorerError, ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+        # A manifest that passed the reader's checks but that a converter cannot map is listed, never a traceback.
+        return _refused(_blank(capture, call), f"its recorded arguments could not be converted ({_describe(exc)}).")
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ExplorerError):
+        return "; ".join(str(p) for p in exc.problems)
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def capture_layers(capture: Capture) -> list[Layer]:
@@ -123,6 +150,18 @@ def find_layer(capture: Capture, text: str) -> Layer:
 def _attention(capture: Capture, call: CallEntry) -> dict[str, Any]:
     config = capture.manifest.modules[call.module].config
     return {"kind": "mixed", **{key: config[key] for key in _CONFIG_KEYS if key in config}}
+
+
+def _inconsistency(capture: Capture, call: CallEntry, freqs: torch.Tensor | None) -> str:
+    """Why the recorded arguments contradict the module's config (the module would have refused them), or ''."""
+    use_rope = bool(capture.manifest.modules[call.module].config.get("use_rope", False))
+    if use_rope != (freqs is not None):
+        return f"the module's config says use_rope={use_rope} but RoPE freqs were {'not ' if use_rope else ''}recorded."
+    cached = [spec.get("name") for spec in call.token_specs or [] if spec.get("size") is None]
+    missing = [name for name in cached if name not in call.caches()]
+    if missing:
+        return f"cached groups {missing} have no keys/values in the recorded kv_cache."
+    return ""
 
 
 def _scenario(layer: Layer, data: Mapping[str, Any]) -> Scenario | None:
@@ -273,6 +312,8 @@ def mixed_layer(capture: Capture, call: CallEntry) -> Layer:
     x = capture.tensors[call.inputs["x"]]
     freqs = capture.tensor(call.inputs.get("freqs"))
     mask = capture.tensor(call.inputs.get("key_padding_mask"))
+    if _inconsistency(capture, call, freqs):
+        return _refused(layer, _inconsistency(capture, call, freqs))
     specs = [{"name": spec.get("name"), "size": spec.get("size")} for spec in call.token_specs]
     cache_sizes = {}
     for spec in specs:
@@ -295,7 +336,8 @@ def mixed_layer(capture: Capture, call: CallEntry) -> Layer:
     }
     layer.scenario = _scenario(layer, data)
     if layer.scenario is not None:
-        layer.captured = _captured(capture, call, layer.scenario, x, freqs, mask)
+        scenario = layer.scenario
+        layer.make_inputs = lambda: _captured(capture, call, scenario, x, freqs, mask)
         layer.output = capture.tensor(call.output)
     return layer
 
@@ -304,7 +346,9 @@ def _key_mask_of(attn_mask: torch.Tensor, batch: int, tokens: int) -> torch.Tens
     """A (batch, tokens) key mask equivalent to ``attn_mask`` when it masks keys only, else None."""
     mask = attn_mask
     if mask.dtype != torch.bool:
-        if not bool(((mask == 0) | (mask == float("-inf"))).all()):
+        # Additive masks: 0 keeps a key; -inf (or the dtype's lowest finite value, as recorders store it) drops it.
+        dropped = mask <= torch.finfo(mask.dtype).min / 2
+        if not bool(((mask == 0) | dropped).all()):
             return None
         mask = mask == 0
     while mask.ndim < 4:
@@ -326,6 +370,8 @@ def dot_product_layer(capture: Capture, call: CallEntry) -> Layer:
     x = capture.tensor(call.inputs.get("x"))
     if x is None:
         return _refused(layer, "the call has no x recorded.")
+    if _inconsistency(capture, call, capture.tensor(call.inputs.get("freqs"))):
+        return _refused(layer, _inconsistency(capture, call, capture.tensor(call.inputs.get("freqs"))))
     batch, tokens = x.shape[0], x.shape[1]
     mask = None
     attn_mask = capture.tensor(call.inputs.get("attn_mask"))
@@ -349,7 +395,8 @@ def dot_product_layer(capture: Capture, call: CallEntry) -> Layer:
     }
     layer.scenario = _scenario(layer, data)
     if layer.scenario is not None:
-        layer.captured = _captured(capture, call, layer.scenario, x, capture.tensor(call.inputs.get("freqs")), mask)
+        scenario, freqs = layer.scenario, capture.tensor(call.inputs.get("freqs"))
+        layer.make_inputs = lambda: _captured(capture, call, scenario, x, freqs, mask)
         layer.output = capture.tensor(call.output)
         layer.notes.append(f"a {layer.class_name} call: one group '{DOT_PRODUCT_GROUP}' of full self-attention.")
     return layer
@@ -400,7 +447,12 @@ def verify_layer(layer: Layer, run: Any, dtype: torch.dtype) -> Verification:
     if layer.output is None:
         raise ExplorerError(Problem(f"layer '{layer.id}'", "has no recorded output to verify against."))
     recorded = layer.output.float()
-    output = run.forward().output
+    try:
+        output = run.forward().output
+    except (ValueError, RuntimeError) as exc:  # the module refused the recorded arguments
+        raise ExplorerError(
+            Problem(f"layer '{layer.id}'", f"could not be recomputed from its recorded arguments ({_describe(exc)}).")
+        ) from None
     diff = float((output - recorded).abs().max()) if recorded.numel() else 0.0
     scale = float(recorded.abs().max()) if recorded.numel() else 0.0
     tol, text = tolerance(dtype, scale)
