@@ -169,6 +169,7 @@ def test_records_every_call_with_ids_parameters_once_and_only_referenced_tensors
     ]
     assert set(first["new_kv_cache"]) == {"surface_anchors"}
     assert manifest["calls"][2]["new_kv_cache"] is None and manifest["not_explorable"] == []
+    assert manifest["skipped_modules"] == []
     assert no_hooks(model)
 
 
@@ -256,6 +257,24 @@ def test_perceiver_untied_and_dict_arguments(tmp_path):
     assert untied_dicts["attention_patterns"] == attn["attention_patterns"]
 
 
+def test_attention_like_modules_of_another_kind_are_listed_as_skipped(tmp_path):
+    class SliceAttention(nn.Module):  # q, k, v, proj but forward(x, attn_mask): not a kind the capture records
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.v, self.proj = (nn.Linear(HIDDEN, HIDDEN) for _ in range(4))
+
+        def forward(self, x, attn_mask=None):
+            return self.proj(x)
+
+    model = nn.ModuleDict({"slices": SliceAttention(), "attn": mixed()})
+    assert recognise(model["slices"]) is None
+    with torch.no_grad(), capture_attention(model) as cap:
+        model["attn"](model["slices"](torch.randn(1, 10, HIDDEN)), SPECS, PATTERNS)
+    manifest, _, _ = read_capture(cap.save(tmp_path / "skipped.capture.safetensors"))
+    assert [call["id"] for call in manifest["calls"]] == ["attn#0"]
+    assert [(s["module"], s["class_name"]) for s in manifest["skipped_modules"]] == [("slices", "SliceAttention")]
+
+
 def test_layers_globs_keep_only_matching_modules(tmp_path):
     model = nn.ModuleDict({"blocks": nn.ModuleList([mixed(), mixed(), mixed()])})
     x = torch.randn(1, 10, HIDDEN)
@@ -315,6 +334,8 @@ def test_a_capture_records_one_block_only():
     cap = capture_attention(module)
     with cap:
         module(torch.randn(1, 10, HIDDEN), SPECS, PATTERNS)
+        with pytest.raises(CaptureError, match=r"Call save\(\) after the `with"):
+            cap.save("never.capture.safetensors")
     with pytest.raises(CaptureError, match="records one `with` block"), cap:
         pass
     assert no_hooks(module) and len(cap.calls) == 1
@@ -384,6 +405,36 @@ def test_unreadable_arguments_name_the_module_path(args, message):
     with pytest.raises(CaptureError, match=message), capture_attention(model):
         model(torch.randn(1, 10, HIDDEN))
     assert no_hooks(model)
+
+
+def test_a_call_that_cannot_be_read_leaves_nothing_behind(tmp_path):
+    module = mixed()
+    x = torch.randn(1, 10, HIDDEN)
+    with torch.no_grad(), capture_attention(module) as cap:
+        module(x, SPECS, PATTERNS)
+        with pytest.raises(CaptureError, match=r"<root> \(MixedAttention, call #1\).*kv_cache must be a dict"):
+            module(x, SPECS, PATTERNS, kv_cache=[1])
+        module(x, SPECS, PATTERNS)
+    manifest, tensors, _ = read_capture(cap.save(tmp_path / "after-error.capture.safetensors"))
+    assert [call["id"] for call in manifest["calls"]] == ["#0", "#1"]
+    assert set(referenced_keys(manifest)) == set(tensors)
+
+
+def test_additive_masks_are_stored_finite_with_the_same_output(tmp_path):
+    module = DotProductAttention(DotProductAttentionConfig(hidden_dim=HIDDEN, num_heads=HEADS)).eval()
+    x = torch.randn(1, 5, HIDDEN)
+    causal = torch.full((5, 5), float("-inf")).triu(1)
+    biased = causal + torch.randn(5, 5)
+    with torch.no_grad(), capture_attention(module) as cap:
+        module(x, attn_mask=causal)
+        module(x, attn_mask=biased)
+    manifest, tensors, _ = read_capture(cap.save(tmp_path / "masks.capture.safetensors"))
+    assert all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point())
+    for call, original in zip(manifest["calls"], (causal, biased), strict=True):
+        stored = tensors[call["inputs"]["attn_mask"]]
+        with torch.no_grad():
+            assert torch.allclose(module(x, attn_mask=stored), module(x, attn_mask=original), atol=1e-6)
+    assert tensors[manifest["calls"][0]["inputs"]["attn_mask"]].dtype == torch.bool
 
 
 def test_legacy_tuple_freqs_are_refused_by_name():

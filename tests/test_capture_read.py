@@ -233,3 +233,37 @@ def test_a_new_kind_is_one_registered_function(capture, monkeypatch: pytest.Monk
         assert capture_layers(capture)[-1].reason == "converted by a test"
     finally:
         capture.manifest.modules["encoder.perceiver"].explorable = False
+
+
+def test_listing_layers_copies_no_tensor(capture, monkeypatch: pytest.MonkeyPatch):
+    from noether.explorer import capture_layers as module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("inputs built while listing")
+
+    monkeypatch.setattr(module, "_captured", refuse)
+    assert sum(layer.explorable for layer in capture_layers(capture)) == 5
+
+
+def test_a_converter_may_set_the_inputs_directly(capture):
+    layer = find_layer(capture, "decoder.attn#0")
+    inputs = layer.captured
+    layer.captured = inputs
+    assert layer.explorable and layer.captured is inputs
+    layer.captured = None
+    assert not layer.explorable
+
+
+def test_an_additive_key_mask_with_the_lowest_finite_value_is_kept(tmp_path: Path):
+    torch.manual_seed(4)
+    dot = DotProductAttention(DotProductAttentionConfig(hidden_dim=HIDDEN, num_heads=HEADS)).eval()
+    recorder = Recorder()
+    additive = torch.zeros(1, 1, 1, 12)
+    additive[..., 9:] = torch.finfo(torch.float32).min
+    recorder.dot_product("attn", dot, torch.randn(1, 12, HIDDEN), attn_mask=additive)
+    capture = load_capture(recorder.save(tmp_path / "additive.capture.safetensors"))
+    layer = find_layer(capture, "attn")
+    assert layer.scenario.run.padding == {"tokens": 3}  # trailing and shared by the batch: exact in every view
+    run = layer_run(layer)
+    assert verify_layer(layer, run, capture.activations_dtype).ok
+    assert torch.all(run.exact_row(0)[..., 9:] == 0)

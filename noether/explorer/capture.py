@@ -10,7 +10,7 @@ Attention modules are recognised by structure (``q``, ``k``, ``v``, ``proj`` sub
 ``forward`` parameters, never by their class, so upstream Noether's classes are recorded as well as this package's.
 This file imports only the standard library, torch and safetensors: where upstream owns the ``noether`` import
 name it is copied or loaded under a name of its own (see README, "Recording where upstream Noether is installed").
-The file format is described in README, "Capture file format".
+The file format is described in README, "Capture file format". It stays one file so that it can be copied alone.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 from torch import nn
+
+__all__ = ["DEFAULT_MAX_BYTES", "FORMAT", "FORMAT_VERSION", "Capture", "CaptureError", "capture_attention", "recognise"]
 
 FORMAT = "noether-attention-capture"
 FORMAT_VERSION = 1
@@ -48,6 +50,7 @@ _TENSOR_INPUTS: dict[str, dict[str, bool]] = {
 }
 _PROJECTIONS = ("q", "k", "v", "proj")
 _ACTIVATION_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_SKIPPED_REASON = "has q, k, v and proj but a forward signature of no recorded kind; its calls are not recorded."
 _UNTIED_REASON = (
     "per-domain weight banks (q/k/v/proj hold one matrix per token domain): the explorer cannot recompute this "
     "kind yet; the call is recorded with its inputs and output."
@@ -182,6 +185,7 @@ class Capture:
         self.max_bytes = max_bytes
         self.calls: list[dict[str, Any]] = []
         self.modules: dict[str, dict[str, Any]] = {}
+        self.skipped: dict[str, str] = {}
         self._positions = dict(positions or {})
         self._tensors: dict[str, torch.Tensor | _Skipped] = {}
         self._complex: list[str] = []
@@ -200,6 +204,9 @@ class Capture:
             kind = recognise(module)
             if kind is not None:
                 recognised[path] = (module, kind)
+            elif all(isinstance(getattr(module, name, None), nn.Module) for name in _PROJECTIONS):
+                # Attention-like but another kind (e.g. Transolver): listed in the file, so nothing goes unnoticed.
+                self.skipped[path] = type(module).__name__
         if not recognised:
             raise CaptureError(
                 "No attention module recognised in the model. Module classes seen: "
@@ -236,41 +243,44 @@ class Capture:
     def _before_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         path, kind, signature = self._targets[module]
         call_index = self._call_counts.get(path, 0)
-        self._call_counts[path] = call_index + 1
-        index = len(self.calls)
         entry: dict[str, Any] = {"id": f"{path}#{call_index}", "module": path, "call_index": call_index, "kind": kind}
         where = f"{path or '<root>'} ({type(module).__name__}, call {entry['id']})"
+        mark = (len(self._tensors), len(self._complex), self._bytes)
         try:
-            arguments = signature.bind(*args, **kwargs).arguments
-        except TypeError as error:
-            raise CaptureError(f"{where}: could not read the arguments of this {kind} call: {error}.") from None
-        prefix = f"call/{index}"
-        try:
-            entry["inputs"] = {
-                name: self._store_argument(f"{prefix}/{name}", arguments.get(name), activation)
-                for name, activation in _TENSOR_INPUTS[kind].items()
-            }
-            if kind in ("mixed", "untied_mixed"):
-                entry["token_specs"] = _read_list(arguments.get("token_specs"), _read_token_spec, "token_specs")
-                patterns = arguments.get("attention_patterns")
-                if patterns is not None or kind == "mixed":
-                    entry["attention_patterns"] = _read_list(patterns, _read_pattern, "attention_patterns")
-            entry["kv_cache"] = self._store_tree(f"{prefix}/kv_cache", arguments.get("kv_cache"), "kv_cache")
-        except TypeError as error:
-            raise CaptureError(f"{where}: could not read the arguments: {error}.") from None
-        entry["training"] = module.training
-        if path not in self.modules:
-            self._record_module(path, module, kind, where)
+            self._read_call(entry, module, signature.bind(*args, **kwargs).arguments, f"call/{len(self.calls)}")
+        except (TypeError, CaptureError) as error:
+            # Nothing of a call that could not be read stays behind (the file would hold tensors no entry names).
+            for key in list(self._tensors)[mark[0] :]:
+                del self._tensors[key]
+            del self._complex[mark[1] :]
+            self._bytes = mark[2]
+            raise CaptureError(f"{where}: could not record this {kind} call: {error}.") from None
+        self._call_counts[path] = call_index + 1
+        self._pending.setdefault(id(module), []).append((len(self.calls), entry))
         self.calls.append(entry)
-        self._pending.setdefault(id(module), []).append((index, entry))
+
+    def _read_call(self, entry: dict[str, Any], module: nn.Module, arguments: dict[str, Any], prefix: str) -> None:
+        kind = entry["kind"]
+        entry["inputs"] = {
+            name: self._store_argument(f"{prefix}/{name}", arguments.get(name), activation)
+            for name, activation in _TENSOR_INPUTS[kind].items()
+        }
+        if kind in ("mixed", "untied_mixed"):
+            entry["token_specs"] = _read_list(arguments.get("token_specs"), _read_token_spec, "token_specs")
+            patterns = arguments.get("attention_patterns")
+            if patterns is not None or kind == "mixed":
+                entry["attention_patterns"] = _read_list(patterns, _read_pattern, "attention_patterns")
+        entry["kv_cache"] = self._store_tree(f"{prefix}/kv_cache", arguments.get("kv_cache"), "kv_cache")
+        entry["training"] = module.training
+        if entry["module"] not in self.modules:
+            self._record_module(entry["module"], module, kind)
 
     def _after_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         index, entry = self._pending[id(module)].pop()
         where = f"{entry['module'] or '<root>'} ({type(module).__name__}, call {entry['id']})"
         # Mixed and perceiver modules return (output, new_kv_cache); the others a bare tensor.
-        result, new_cache = (
-            (output[0], output[1] if len(output) > 1 else None) if isinstance(output, tuple) else (output, None)
-        )
+        result, new_cache = (output[0], output[1:2]) if isinstance(output, tuple) else (output, ())
+        new_cache = new_cache[0] if new_cache and entry["kind"] in ("mixed", "perceiver") else None
         if not isinstance(result, torch.Tensor):
             raise CaptureError(f"{where}: the output is {type(result).__name__}, not a tensor; cannot record it.")
         try:
@@ -280,11 +290,8 @@ class Capture:
             raise CaptureError(f"{where}: could not read the output: {error}.") from None
 
     # -- storing ---------------------------------------------------------------------------------------------------
-    def _record_module(self, path: str, module: nn.Module, kind: str, where: str) -> None:
-        try:
-            config = _module_config(module, kind)
-        except CaptureError as error:
-            raise CaptureError(f"{where}: {error}") from None
+    def _record_module(self, path: str, module: nn.Module, kind: str) -> None:
+        config = _module_config(module, kind)
         label = path or "<root>"
         parameters = {name: self._store(f"param/{label}/{name}", t, False) for name, t in module.state_dict().items()}
         self.modules[path] = {
@@ -300,6 +307,8 @@ class Capture:
             return None
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{key.rsplit('/', 1)[-1]} must be a tensor or None, got {type(value).__name__}")
+        if key.endswith("/attn_mask") and value.is_floating_point():
+            value = _finite_mask(value)
         return self._store(key, value, activation)
 
     def _store_tree(self, key: str, value: object, argument: str) -> dict[str, Any] | None:
@@ -361,6 +370,9 @@ class Capture:
                 for call in self.calls
                 if not self.modules[call["module"]]["explorable"]
             ],
+            "skipped_modules": [
+                {"module": path, "class_name": name, "reason": _SKIPPED_REASON} for path, name in self.skipped.items()
+            ],
         }
 
     @property
@@ -383,7 +395,7 @@ class Capture:
         The size is estimated first; above ``max_bytes`` nothing is written and a CaptureError gives the estimate.
         """
         if self._handles:
-            raise CaptureError("save() is called after the `with capture_attention(...)` block has finished.")
+            raise CaptureError("Call save() after the `with capture_attention(...)` block has finished.")
         if not self.calls:
             raise CaptureError("Nothing was recorded: no attention call was made inside the `with` block.")
         unfinished = [call["id"] for call in self.calls if "output" not in call]
@@ -429,6 +441,19 @@ def capture_attention(
         The :class:`Capture`; hooks exist only inside the ``with`` block, also when the forward raises.
     """
     return Capture(model, positions, layers, activations_dtype, max_bytes)
+
+
+def _finite_mask(mask: torch.Tensor) -> torch.Tensor:
+    """An additive float mask without infinities, so that the file holds finite values only (readers refuse others).
+
+    Only 0 and -inf: the equivalent bool mask (True = may attend). Otherwise -inf becomes the dtype's lowest finite
+    value, which gives the same softmax wherever a row has at least one key left.
+    """
+    if not bool(torch.isinf(mask).any()):
+        return mask
+    if bool(((mask == 0) | (mask == float("-inf"))).all()):
+        return mask == 0
+    return mask.clamp(min=torch.finfo(mask.dtype).min)
 
 
 def _parse_activations_dtype(value: torch.dtype | str | None) -> torch.dtype:

@@ -86,7 +86,7 @@ def load_capture(path: str | Path, max_bytes: int = MAX_CAPTURE_BYTES) -> Captur
     path = Path(path)
     name = str(path)
     if not path.is_file():
-        raise fail(name, "does not exist or is not a file.", "Check the path.")
+        raise fail("(file)", "does not exist or is not a file.", "Check the path.")
     size = path.stat().st_size
     _check_size(name, size, max_bytes)
     with path.open("rb") as stream:
@@ -99,7 +99,7 @@ def load_capture(path: str | Path, max_bytes: int = MAX_CAPTURE_BYTES) -> Captur
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (no __iter__)
     except Exception as exc:  # a corrupt file makes the library raise many kinds of errors
-        raise fail(name, f"could not be read as safetensors ({_short(exc)}).") from None
+        raise fail("(file)", f"could not be read as safetensors ({_short(exc)}).") from None
     return _finish(name, manifest, tensors, size)
 
 
@@ -114,7 +114,7 @@ def load_capture_bytes(data: bytes, name: str = "capture", max_bytes: int = MAX_
     try:
         tensors = load_safetensors(data)
     except Exception as exc:
-        raise fail(name, f"could not be read as safetensors ({_short(exc)}).") from None
+        raise fail("(file)", f"could not be read as safetensors ({_short(exc)}).") from None
     return _finish(name, manifest, tensors, len(data))
 
 
@@ -136,7 +136,7 @@ def _short(exc: Exception) -> str:
 def _check_size(name: str, size: int, max_bytes: int) -> None:
     if size > max_bytes:
         raise fail(
-            name,
+            "(file)",
             f"is {size / 2**20:,.1f} MB; captures are read up to {max_bytes / 2**20:,.0f} MB.",
             "Record fewer layers (layers=[...]) or store activations as float16 (activations_dtype).",
         )
@@ -155,15 +155,17 @@ def _sniff(head: bytes) -> str:
 
 def _header_length(name: str, head: bytes, size: int) -> int:
     if len(head) < 8:
-        raise fail(name, f"is truncated: {size} bytes, shorter than a safetensors header.{_sniff(head)}")
+        raise fail("(file)", f"is truncated: {size} bytes, shorter than a safetensors header.{_sniff(head)}")
     (length,) = struct.unpack("<Q", head)
     if length > MAX_HEADER_BYTES or length > size - 8:
         if length <= MAX_HEADER_BYTES:
-            raise fail(name, f"is truncated: its header says {length:,} bytes but the file has {size - 8:,} left.")
+            raise fail("(file)", f"is truncated: its header says {length:,} bytes but the file has {size - 8:,} left.")
+        sniffed = _sniff(head)
         raise fail(
-            name,
-            f"is not a capture: its first 8 bytes declare a {length:,}-byte header "
-            f"(limit {MAX_HEADER_BYTES:,}).{_sniff(head)}",
+            "(file)",
+            f"is not a capture.{sniffed}"
+            if sniffed
+            else f"is not a capture: its first 8 bytes declare a {length:,}-byte header (limit {MAX_HEADER_BYTES:,}).",
             "Open a .capture.safetensors file written by capture_attention(...).save(path).",
         )
     return length
@@ -174,12 +176,12 @@ def _parse_header(name: str, head: bytes, header_bytes: bytes, size: int) -> dic
         header = json.loads(header_bytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise fail(
-            name,
+            "(file)",
             f"is not a capture: its header is not safetensors JSON.{_sniff(head)}",
             "Open a .capture.safetensors file written by capture_attention(...).save(path).",
         ) from None
     if not isinstance(header, dict):
-        raise fail(name, "is not a capture: its safetensors header is not a JSON object.")
+        raise fail("(file)", "is not a capture: its safetensors header is not a JSON object.")
     data_bytes = size - 8 - len(header_bytes)
     end = 0
     for key, entry in header.items():
@@ -187,10 +189,10 @@ def _parse_header(name: str, head: bytes, header_bytes: bytes, size: int) -> dic
             continue
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise fail(f"{name}: tensor '{key}'", "has no valid data_offsets in the safetensors header.")
+            raise fail(f"tensor '{key}'", "has no valid data_offsets in the safetensors header.")
         end = max(end, offsets[1])
     if end > data_bytes:
-        raise fail(name, f"is truncated: its tensors need {end:,} bytes of data but the file holds {data_bytes:,}.")
+        raise fail("(file)", f"is truncated: its tensors need {end:,} bytes of data but the file holds {data_bytes:,}.")
     return header
 
 
@@ -198,21 +200,21 @@ def _manifest(name: str, header: dict[str, Any]) -> Manifest:
     metadata = header.get("__metadata__")
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise fail(
-            name,
+            "(file)",
             f"is a safetensors file but not an attention capture (no '__metadata__.format: {FORMAT}').",
             "Trained weights go to the --weights option; captures come from capture_attention(...).save(path).",
         )
     version = metadata.get("format_version")
     if version != str(FORMAT_VERSION):
         raise fail(
-            f"{name}: format_version",
+            "format_version",
             f"is {version!r}; this explorer reads capture format version {FORMAT_VERSION}.",
             "Update the explorer, or record the capture with a matching version.",
         )
     try:
         data = json.loads(str(metadata.get("manifest", "")))
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise fail(f"{name}: manifest", f"is not valid JSON ({_short(exc)}).") from None
+        raise fail("manifest", f"is not valid JSON ({_short(exc)}).") from None
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
@@ -220,7 +222,7 @@ def _manifest(name: str, header: dict[str, Any]) -> Manifest:
         where = "manifest" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         got = f" (got {err['input']!r:.80})" if err["type"] not in ("missing",) and "input" in err else ""
-        raise fail(f"{name}: {where}", f"{err['msg']}{got}{more}.") from None
+        raise fail(f"{where}", f"{err['msg']}{got}{more}.") from None
     return manifest
 
 
@@ -247,20 +249,20 @@ def _check_table(name: str, manifest: Manifest, header: dict[str, Any]) -> None:
     named: set[str] = set()
     for where, key in _named_tensors(manifest):
         if key not in stored:
-            raise fail(f"{name}: {where}", f"names tensor '{key}', which the file does not hold.")
+            raise fail(f"{where}", f"names tensor '{key}', which the file does not hold.")
         named.add(key)
     extra = sorted(stored - named)
     if extra:
         raise fail(
-            f"{name}: tensor '{extra[0]}'",
+            f"tensor '{extra[0]}'",
             f"is stored but the manifest names it nowhere ({len(extra)} such tensor{'s' * (len(extra) > 1)}).",
         )
     for key in manifest.complex_tensors:
         if key not in named:
-            raise fail(f"{name}: manifest.complex_tensors", f"lists '{key}', which the manifest names nowhere.")
+            raise fail("manifest.complex_tensors", f"lists '{key}', which the manifest names nowhere.")
     seen: set[str] = set()
     for index, call in enumerate(manifest.calls):
-        where = f"{name}: call '{call.id}'"
+        where = f"call '{call.id}'"
         if call.id in seen:
             raise fail(where, f"appears twice in manifest.calls (again at index {index}).")
         seen.add(call.id)
@@ -272,7 +274,7 @@ def _check_table(name: str, manifest: Manifest, header: dict[str, Any]) -> None:
         if key == "__metadata__" or not isinstance(entry, dict):
             continue
         if entry.get("dtype") not in _SAFETENSORS_DTYPES:
-            raise fail(f"{name}: tensor '{key}'", f"has dtype {entry.get('dtype')!r}, not one a capture stores.")
+            raise fail(f"tensor '{key}'", f"has dtype {entry.get('dtype')!r}, not one a capture stores.")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -285,7 +287,7 @@ def _finish(name: str, manifest: Manifest, raw: dict[str, torch.Tensor], size: i
     tensors: dict[str, torch.Tensor] = {}
     complex_keys = set(manifest.complex_tensors)
     for key, tensor in raw.items():
-        where = f"{name}: {where_of.get(key, f'tensor {key!r}')}"
+        where = where_of.get(key, f"tensor {key!r}")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise fail(

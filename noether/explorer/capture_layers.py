@@ -31,7 +31,8 @@ class Layer:
     kind: str
     class_name: str
     scenario: Scenario | None = None
-    captured: CapturedInputs | None = None
+    make_inputs: Callable[[], CapturedInputs] | None = None
+    """Builds the recorded inputs on demand, so that listing a capture's layers copies no tensor."""
     output: torch.Tensor | None = None
     """The module's recorded output, for verification."""
     reason: str = ""
@@ -40,7 +41,17 @@ class Layer:
 
     @property
     def explorable(self) -> bool:
-        return self.scenario is not None and self.captured is not None
+        return self.scenario is not None and self.make_inputs is not None
+
+    @property
+    def captured(self) -> CapturedInputs | None:
+        """The recorded inputs on the run's key axis (built anew on each access)."""
+        return None if self.make_inputs is None else self.make_inputs()
+
+    @captured.setter
+    def captured(self, inputs: CapturedInputs | None) -> None:
+        """Converters that have the inputs at hand may set them directly."""
+        self.make_inputs = None if inputs is None else (lambda: inputs)
 
 
 Converter = Callable[[Capture, CallEntry], Layer]
@@ -58,7 +69,13 @@ def converter(kind: str) -> Callable[[Converter], Converter]:
 
 def _blank(capture: Capture, call: CallEntry) -> Layer:
     module = capture.manifest.modules[call.module]
-    return Layer(id=call.id, module=call.module, kind=call.kind, class_name=module.class_name)
+    layer = Layer(id=call.id, module=call.module, kind=call.kind, class_name=module.class_name)
+    if (call.model_extra or {}).get("training") is True:
+        layer.notes.append(
+            "the module was in training mode when recorded: if it uses dropout, the recorded output is not "
+            "reproducible and verification will differ."
+        )
+    return layer
 
 
 def _refused(layer: Layer, reason: str) -> Layer:
@@ -295,7 +312,8 @@ def mixed_layer(capture: Capture, call: CallEntry) -> Layer:
     }
     layer.scenario = _scenario(layer, data)
     if layer.scenario is not None:
-        layer.captured = _captured(capture, call, layer.scenario, x, freqs, mask)
+        scenario = layer.scenario
+        layer.make_inputs = lambda: _captured(capture, call, scenario, x, freqs, mask)
         layer.output = capture.tensor(call.output)
     return layer
 
@@ -304,7 +322,9 @@ def _key_mask_of(attn_mask: torch.Tensor, batch: int, tokens: int) -> torch.Tens
     """A (batch, tokens) key mask equivalent to ``attn_mask`` when it masks keys only, else None."""
     mask = attn_mask
     if mask.dtype != torch.bool:
-        if not bool(((mask == 0) | (mask == float("-inf"))).all()):
+        # Additive masks: 0 keeps a key; -inf (or the dtype's lowest finite value, as recorders store it) drops it.
+        dropped = mask <= torch.finfo(mask.dtype).min / 2
+        if not bool(((mask == 0) | dropped).all()):
             return None
         mask = mask == 0
     while mask.ndim < 4:
@@ -349,7 +369,8 @@ def dot_product_layer(capture: Capture, call: CallEntry) -> Layer:
     }
     layer.scenario = _scenario(layer, data)
     if layer.scenario is not None:
-        layer.captured = _captured(capture, call, layer.scenario, x, capture.tensor(call.inputs.get("freqs")), mask)
+        scenario, freqs = layer.scenario, capture.tensor(call.inputs.get("freqs"))
+        layer.make_inputs = lambda: _captured(capture, call, scenario, x, freqs, mask)
         layer.output = capture.tensor(call.output)
         layer.notes.append(f"a {layer.class_name} call: one group '{DOT_PRODUCT_GROUP}' of full self-attention.")
     return layer
