@@ -6,6 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -292,19 +293,22 @@ GROUP = st.tuples(
 )
 
 
-@given(st.lists(st.tuples(GROUP, st.sampled_from(["pydantic", "explicit", "single"])), max_size=6))
+@given(st.lists(st.tuples(GROUP, st.sampled_from(["pydantic", "explicit", "single", "numpy size"])), max_size=6))
 def test_token_specs_in_every_form_are_recorded_as_name_and_size(groups):
     forms = {
         "pydantic": lambda name, size: TokenSpec(name=name, size=size),
         "explicit": lambda name, size: {"name": name, "size": size},
         "single": lambda name, size: {name: size},
+        "numpy size": lambda name, size: {"name": name, "size": None if size is None else np.int64(size)},
     }
     specs = [forms[form](*group) for group, form in groups]
     patterns = [AttentionPattern(query_tokens=[name], key_value_tokens=[name]) for (name, _), _ in groups]
     module = Permissive()
     with torch.no_grad(), capture_attention(module) as cap:
         module(torch.zeros(1, 1, HIDDEN), specs, patterns)
-    assert cap.calls[0]["token_specs"] == [{"name": name, "size": size} for (name, size), _ in groups]
+    recorded = cap.calls[0]["token_specs"]
+    assert recorded == [{"name": name, "size": size} for (name, size), _ in groups]
+    assert all(spec["size"] is None or type(spec["size"]) is int for spec in recorded)
     assert cap.calls[0]["attention_patterns"] == [
         {"query_tokens": [n], "key_value_tokens": [n]} for (n, _), _ in groups
     ]
