@@ -19,4 +19,3 @@ def asset_path(relative: str) -> Path:
 def examples_dir() -> Path:
     """Folder of the built-in example scenarios."""
     return asset_path("examples")
-
