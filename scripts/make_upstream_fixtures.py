@@ -26,6 +26,9 @@ Tensor key conventions inside each ``.safetensors`` file:
   ``embedding`` (ContinuousSincosEmbed).
 * Multi-pass (KV-cache) cases prefix the tensors of the second pass with ``query.`` (``query.x``,
   ``query.freqs``, ``query.out``, ...). ``cases.json`` lists, for every pass, which tensor holds what.
+* PerceiverAttention cases: inputs ``q``, ``kv``, ``attn_mask``, ``q_freqs``, ``k_freqs``; its one-entry cache as
+  ``cache.k`` / ``cache.v``; ``init_state_dict.<key>``: the parameters right after construction under the case's
+  seed (before the SGD steps), pinning the initialisation bit for bit.
 """
 
 from __future__ import annotations

@@ -2,33 +2,34 @@
 every layer re-verifies within 1e-5 against the output upstream computed, and every view works on it."""
 
 from functools import cache
+from pathlib import Path
 
 import pytest
 import torch
 
 from noether.explorer.capture_file import Capture, load_capture
 from noether.explorer.capture_layers import capture_layers, find_layer, layer_run, verify_layer
-from noether.explorer.resources import demo_capture_path
+from noether.explorer.capture_views import DEMO_CAPTURE_NAME
+from noether.explorer.resources import asset_path
 
 MAX_FILE_BYTES = 20 * 10**6
+DEMO = asset_path(DEMO_CAPTURE_NAME)
 UPSTREAM_CLASSES = {"MixedAttention", "PerceiverAttention", "DotProductAttention"}
 
 
 @cache
 def demo() -> Capture:
-    path = demo_capture_path()
-    if not path.is_file():
-        pytest.fail(f"the demo capture is missing: {path} (run scripts/make_demo_capture.py)")
-    return load_capture(path)
+    if not DEMO.is_file():
+        pytest.fail(f"the demo capture is missing: {DEMO} (run scripts/make_demo_capture.py)")
+    return load_capture(DEMO)
 
 
 def _ids() -> list[str]:
-    path = demo_capture_path()
-    return [call.id for call in load_capture(path).manifest.calls] if path.is_file() else ["<missing>"]
+    return [call.id for call in load_capture(DEMO).manifest.calls] if DEMO.is_file() else ["<missing>"]
 
 
 def test_demo_capture_is_small_float32_and_records_both_passes() -> None:
-    assert demo_capture_path().stat().st_size <= MAX_FILE_BYTES
+    assert DEMO.stat().st_size <= MAX_FILE_BYTES
     capture = demo()
     assert capture.activations_dtype == torch.float32
     calls = capture.manifest.calls
@@ -87,3 +88,29 @@ def test_demo_positions_are_the_car() -> None:
     recorded = capture.positions()["surface_anchors"].float()
     torch.testing.assert_close(run.inputs.positions[0, :896], recorded.reshape(-1, 3))
     assert float(recorded[..., 0].max() - recorded[..., 0].min()) > 3.5  # metres: a car length
+
+
+def test_demo_opens_in_model_mode_and_its_perceiver_layers_show() -> None:
+    """The app's Model mode opens the shipped demo; the perceiver layers render in every view."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from noether.explorer.ui.registry import TABS
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=300)
+    app.run()
+    app.radio(key="mode").set_value("Model").run()
+    next(b for b in app.button if b.label == "Open the demo capture").click().run()
+    assert not app.exception, [e.message for e in app.exception]
+    options = app.selectbox(key="layer").options
+    assert len(options) == len(_ids()) and all(option.endswith(" ok") for option in options), options
+    for tab in [t for t in TABS if t != "Edit as text"]:
+        app.session_state["view"] = tab
+        for layer_id in ("physics_blocks.0.attn#0", "physics_blocks.0.attn#1"):
+            app.selectbox(key="layer").set_value(layer_id).run()
+            assert not app.exception, (tab, layer_id, [e.message for e in app.exception])
+            assert not [e.value for e in app.error], (tab, layer_id, [e.value for e in app.error])
+    st.cache_data.clear()
+    st.cache_resource.clear()

@@ -19,8 +19,3 @@ def asset_path(relative: str) -> Path:
 def examples_dir() -> Path:
     """Folder of the built-in example scenarios."""
     return asset_path("examples")
-
-
-def demo_capture_path() -> Path:
-    """The shipped demo capture: upstream's AB-UPT, trained briefly on the sample car (see the README)."""
-    return asset_path("demo_capture.safetensors")
