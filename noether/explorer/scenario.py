@@ -361,7 +361,7 @@ def _check_token_specs(data: Any) -> tuple[list[TokenSpec] | None, list[Problem]
             )
             continue
         spec, item_problems = _parse(TokenSpec, _token_item(item), where)
-        problems += item_problems
+        problems += [_size_problem(p, _token_item(item)) for p in item_problems]
         if spec is not None:
             specs.append(spec)
     if problems:
@@ -375,8 +375,17 @@ def _check_token_specs(data: Any) -> tuple[list[TokenSpec] | None, list[Problem]
             problems.append(
                 Problem(where, f"'{spec.name}' is used by {counts[spec.name]} groups.", "Names must be unique.")
             )
+    for index, spec in enumerate(specs):
+        if spec.size is not None and spec.size > MAX_TOTAL_TOKENS:
+            problems.append(
+                Problem(
+                    f"token_specs[{index}].size",
+                    f"{spec.size:,} tokens exceed the limit of {MAX_TOTAL_TOKENS:,} tokens for all groups together.",
+                    SIZE_RULE,
+                )
+            )
     total = sum(spec.size or 0 for spec in specs)
-    if total > MAX_TOTAL_TOKENS:
+    if total > MAX_TOTAL_TOKENS and not any(p.where.endswith(".size") for p in problems):
         problems.append(
             Problem(
                 "token_specs",
@@ -393,6 +402,18 @@ def _check_token_specs(data: Any) -> tuple[list[TokenSpec] | None, list[Problem]
             )
         )
     return specs, problems
+
+
+SIZE_RULE = "Sizes are whole numbers ≥ 0, or null for a group whose keys/values come from a KV cache."
+
+
+def _size_problem(problem: Problem, item: Any) -> Problem:
+    """A group size that pydantic refused, named as typed and with the rule for sizes instead of its phrasing."""
+    if not problem.where.endswith(".size") or not isinstance(item, Mapping) or "size" not in item:
+        return problem
+    value = item["size"]
+    shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+    return Problem(problem.where, f"{shown} is not a group size.", SIZE_RULE)
 
 
 _TOKEN_HINT = "Write e.g. token_specs: [{surface_anchors: 2048}, {name: surface_queries, size: 4096}]."
