@@ -129,7 +129,9 @@ def _add_render(commands: Any) -> None:
     sub = commands.add_parser(
         "render",
         help="draw the attention mask or weights to a PNG or HTML file",
-        description="Run the scenario and draw its attention mask or weights, pooled to at most --pixels per axis.",
+        description="Run the scenario and draw its attention mask or weights, pooled to at most --pixels per axis. "
+        "Weights are drawn on a log colour scale (PNG; the HTML page has a linear one), masks in two colours; cells "
+        "that no query may attend (blocked by the rules) have their own grey, apart from the colour scale.",
     )
     _add_run_options(sub)
     sub.add_argument("--view", choices=("mask", "weights"), default="mask", help="what to draw (default: mask)")
@@ -250,7 +252,24 @@ def _schema_command(args: argparse.Namespace) -> int:
 
 
 def _render_command(args: argparse.Namespace) -> int:
+    refusal = _output_refusal(Path(args.out))
+    if refusal:
+        # Checked before the module is built: a typo in --out must not cost a whole run.
+        _err(f"{_printable(str(args.out))}: cannot write: {refusal}")
+        return EXIT_INVALID
     return _run_engine(args, "render", render_scenario)
+
+
+def _output_refusal(path: Path) -> str:
+    """Why ``path`` cannot be written as an output file ('' when it can, as far as can be told before writing)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        return "it is a folder. Give a file name ending in .png or .html."
+    if not folder.is_dir():
+        return f"the folder '{_printable(str(folder))}' does not exist. Create it first or choose another --out."
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"no permission to write in '{_printable(str(folder))}'. Choose another --out."
+    return ""
 
 
 def _bench_command(args: argparse.Namespace) -> int:
@@ -342,10 +361,12 @@ def render_scenario(scenario: "Scenario", args: argparse.Namespace, progress: Pr
         result = run.weights(pixels=max(budget, 1024))
         spec = weights_map(result, layout, budget, args.batch, args.head, args.pooling)
     progress(f"writing {_printable(str(out))}")
-    if html:
-        _write_atomically(out, map_figure(spec).to_html(include_plotlyjs=True, full_html=True))
-    else:
-        _write_atomically(out, map_png(spec))
+    content = map_figure(spec).to_html(include_plotlyjs=True, full_html=True) if html else map_png(spec)
+    try:
+        _write_atomically(out, content)
+    except OSError as exc:
+        _err(f"{_printable(str(out))}: cannot write ({exc.strerror or exc}). Check the folder exists and is writable.")
+        return EXIT_INVALID
     _out(f"{_printable(str(out))}: {args.view}, {spec.values.shape[0]} x {spec.values.shape[1]} cells")
     return EXIT_OK
 
@@ -399,7 +420,8 @@ def _load(path: str) -> "ScenarioReport":
 
 
 def scenario_summary(scenario: "Scenario") -> str:
-    """One line: kind, groups, tokens, patterns, attended pairs and density of the full query x key matrix."""
+    """One line: kind, groups, tokens, patterns, attended pairs and sparsity (the share of the full query x key
+    matrix that is not attended, as the app's cost view says)."""
     from noether.explorer.layout import TokenLayout
 
     layout = TokenLayout.from_scenario(scenario)
@@ -408,7 +430,8 @@ def scenario_summary(scenario: "Scenario") -> str:
     return (
         f"{scenario.attention.kind}, {_count(len(scenario.token_specs), 'group')} ({cached} cached), "
         f"{_count(layout.n_queries, 'query token')} x {_count(layout.n_keys, 'key')}, "
-        f"{_count(len(scenario.patterns()), 'pattern')}, {_count(pairs, 'attended pair')} (density {density:.2%})"
+        f"{_count(len(scenario.patterns()), 'pattern')}, {_count(pairs, 'attended pair')} "
+        f"(sparsity {1.0 - density:.2%})"
     )
 
 
