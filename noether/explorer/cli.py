@@ -441,7 +441,7 @@ def _count(number: int, noun: str) -> str:
 
 def _attended(layout: Any) -> tuple[int, float]:
     """Attended (query, key) pairs and their share of the full matrix, from the group structure."""
-    from noether.explorer.masks import group_mask
+    from noether.explorer.layout import group_mask
 
     try:
         mask = group_mask(layout)

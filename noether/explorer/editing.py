@@ -20,11 +20,11 @@ import pandas as pd
 import yaml
 
 from noether.core.schemas.modules.attention import TokenSpec
+from noether.core.types import SUPPORTED_INIT_MODES
 from noether.explorer.io import FlowList, FlowMap, format_for_path, parse_document, validate_document, yaml_text
 from noether.explorer.presets import load_preset
 from noether.explorer.problems import Problem, errors
 from noether.explorer.scenario import DEFAULT_CACHE_SIZE, DTypeName, Scenario, scenario_to_dict
-from noether.modeling.functional.init import SUPPORTED_INIT_MODES
 from noether.modeling.modules.attention.anchor_attention import (
     cross_anchor_patterns,
     joint_anchor_patterns,

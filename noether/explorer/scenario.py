@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from noether.core.schemas.modules.attention import AttentionConfig, AttentionPattern, TokenSpec
+from noether.core.types import SUPPORTED_INIT_MODES
 from noether.explorer.problems import Problem, did_you_mean, errors
-from noether.modeling.functional.init import SUPPORTED_INIT_MODES
 from noether.modeling.modules.attention import (
     CrossAnchorAttentionConfig,
     JointAnchorAttentionConfig,
@@ -416,7 +416,8 @@ def _check_token_specs(data: Any) -> tuple[list[TokenSpec] | None, list[Problem]
             problems.append(
                 Problem(
                     f"token_specs[{index}].size",
-                    f"{spec.size:,} tokens is more than the explorer supports: at most {MAX_TOTAL_TOKENS:,} in all groups.",
+                    f"{spec.size:,} tokens is more than the explorer supports: "
+                    f"at most {MAX_TOTAL_TOKENS:,} in all groups together.",
                     SIZE_RULE,
                 )
             )
