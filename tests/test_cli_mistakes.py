@@ -90,7 +90,7 @@ def test_render_help_names_the_colour_scale(capsys):
     with pytest.raises(SystemExit):
         main(["render", "--help"])
     text = capsys.readouterr().out
-    assert "blocked" in text and "log" in text
+    assert "block entirely" in text and "log colour scale" in text
 
 
 @pytest.mark.parametrize(

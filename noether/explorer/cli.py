@@ -130,8 +130,8 @@ def _add_render(commands: Any) -> None:
         "render",
         help="draw the attention mask or weights to a PNG or HTML file",
         description="Run the scenario and draw its attention mask or weights, pooled to at most --pixels per axis. "
-        "Weights are drawn on a log colour scale (PNG; the HTML page has a linear one), masks in two colours; cells "
-        "that no query may attend (blocked by the rules) have their own grey, apart from the colour scale.",
+        "Weights use a log colour scale (log10 of the pooled weight), the mask a linear one (share of attended "
+        "pairs); cells the rules block entirely are drawn in their own grey, apart from the colour scale.",
     )
     _add_run_options(sub)
     sub.add_argument("--view", choices=("mask", "weights"), default="mask", help="what to draw (default: mask)")
