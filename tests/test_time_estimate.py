@@ -5,12 +5,15 @@ The check is a ratio of two times measured in the same process, not a limit on e
 
 import time
 
+import pytest
 import torch
 
 from noether.explorer.calibration import measured_speed
 from noether.explorer.run import ExplorerRun
 from noether.explorer.scenario import validate_scenario
 from noether.explorer.weights import WeightOptions
+
+pytestmark = pytest.mark.measured_speed
 
 
 def layer(queries: int, keys: int) -> ExplorerRun:

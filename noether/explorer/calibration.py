@@ -89,7 +89,7 @@ def _weight_pass_speeds(device: torch.device) -> tuple[float, float]:
         def one_pass(options: WeightOptions = options) -> None:
             attention_weight_maps(core, layout, x, None, cached, rows, cols, options)
 
-        seconds = _best_of(one_pass, device, 1, warm_up=not stats)
+        seconds = _best_of(one_pass, device, 2, warm_up=not stats)
         speeds.append(elements / seconds)
     return speeds[0], speeds[1]
 

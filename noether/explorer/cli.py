@@ -436,7 +436,9 @@ def scenario_summary(scenario: "Scenario") -> str:
 
 
 def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
+    from noether.explorer.problems import count
+
+    return count(number, noun)
 
 
 def _attended(layout: Any) -> tuple[int, float]:

@@ -13,7 +13,7 @@ from noether.explorer.presets import load_preset
 from noether.explorer.problems import ExplorerError, Problem
 from noether.explorer.run import ExplorerRun
 from noether.explorer.scenario import Scenario, ScenarioReport
-from noether.explorer.ui.state import ACTIVE, BUDGET, CLOUD, REQUESTED, WEIGHTS, on_request, problem_lines, ss
+from noether.explorer.ui.state import ACTIVE, BUDGET, CLOUD, REQUESTED, WEIGHTS, on_request, ss
 from noether.explorer.weights import WeightOptions, WeightResult
 
 # Pixels per axis of every map; the weights are computed on this grid, so the displays never re-pool.
@@ -118,7 +118,8 @@ def progress(label: str) -> Iterator[Callable[[float, str], None]]:
 
 def needs_run(ctx: Context) -> ExplorerRun | None:
     if ctx.run is None:
-        st.error("The scenario cannot be prepared for running:\n" + problem_lines(ctx.run_problems or [], ctx.draft))
+        # The reasons are listed once, above the views; repeating them in every view doubled the list.
+        st.info("This view needs the scenario to run; the reasons it cannot are listed above the views.")
     return ctx.run
 
 
