@@ -85,3 +85,24 @@ def test_heatmap_title_sits_above_the_top_axis_title():
     )
     assert figure.layout.title.yref == "container" and figure.layout.title.yanchor == "top"
     assert figure.layout.margin.t >= 110  # room for the title above the x axis's labels and title
+
+
+def test_point_cloud_reads_on_white_and_anchors_stay_visible():
+    from plotly.colors import hex_to_rgb, unlabel_rgb
+
+    from noether.explorer.figures import point_cloud_figure
+
+    rng = np.random.default_rng(0)
+    positions = rng.normal(size=(1100, 3))
+    values = rng.random(1100)
+    figure = point_cloud_figure(positions, "t", values=values, highlight=5)
+    low = figure.data[0].marker.colorscale[0][1]
+    rgb = hex_to_rgb(low) if low.startswith("#") else unlabel_rgb(low)
+    assert sum(rgb) / 3 > 200  # little attention is pale, not the darkest colour on a white page
+    (selected,) = [t for t in figure.data if t.name == "selected token"]
+    assert selected.marker.size >= 12 and selected.marker.line.width >= 1
+    labels = ["anchors"] * 100 + ["queries"] * 1000
+    grouped = point_cloud_figure(positions, "t", labels=labels)
+    assert [t.name for t in grouped.data] == ["queries", "anchors"]  # the small group is drawn last, on top
+    assert grouped.data[1].legendrank < grouped.data[0].legendrank  # the legend keeps the input order
+    assert grouped.data[1].marker.size > grouped.data[0].marker.size

@@ -19,6 +19,8 @@ MAX_CLOUD_POINTS = 20_000
 MUTED_COLOUR = "#d3d3d3"
 """Tokens outside what a view is about (keys a query may not attend)."""
 SELECTED_COLOUR = "#00E5FF"
+POINT_VALUE_SCALE = "YlOrRd"
+"""Attention on point clouds: pale yellow for none, dark red for the most."""
 GROUP_COLOURS = (
     "#4C78A8",
     "#F58518",
@@ -420,18 +422,32 @@ def point_cloud_figure(
         marker = {
             "size": 2,
             "color": values[keep][shown].astype(np.float32),
-            "colorscale": colour_scale("Inferno"),
+            # Light for little attention, dark for much: on a white page a dark low end (Inferno) made the
+            # least-attended points the most visible.
+            "colorscale": colour_scale(POINT_VALUE_SCALE),
             "colorbar": {"title": {"text": "attention"}},
         }
         name = "tokens" if muted is None else "attended"
         traces.append(_markers(pts[shown], name, marker, hovertemplate="%{marker.color:.4g}<extra></extra>"))
     else:
         names = np.asarray(labels if labels is not None else ["tokens"] * n)[keep]
-        for index, name in enumerate(dict.fromkeys(names.tolist())):
+        groups = list(dict.fromkeys(names.tolist()))
+        counts = {name: int((names == name).sum()) for name in groups}
+        # Big groups first, so that small ones (the anchors) are drawn over them instead of hidden; the legend
+        # keeps the input order.
+        for name in sorted(groups, key=lambda g: -counts[g]):
+            index = groups.index(name)
             colour = GROUP_COLOURS[index % len(GROUP_COLOURS)]
-            traces.append(_markers(pts[names == name], _label(name), {"size": 2, "color": colour}))
+            size = 2 if counts[name] > len(names) / (2 * len(groups)) else 3
+            marker = {"size": size, "color": colour}
+            traces.append(_markers(pts[names == name], _label(name), marker, legendrank=index + 1))
     if highlight is not None:
-        marker = {"size": 8, "color": SELECTED_COLOUR, "symbol": "diamond"}
+        marker = {
+            "size": 14,
+            "color": SELECTED_COLOUR,
+            "symbol": "diamond",
+            "line": {"color": "black", "width": 2},
+        }
         traces.append(_markers(positions[highlight : highlight + 1], "selected token", marker))
     fig = go.Figure(traces)
     fig.update_layout(
