@@ -155,8 +155,10 @@ def heatmap(
                 showlegend=True,
             )
         )
-    fig.update_yaxes(autorange="reversed", title=row_title, **(_axis_ticks(rows) if rows else {}))
-    fig.update_xaxes(title=col_title, side="top", **(_axis_ticks(cols) if cols else {}))
+    # Fixed ranges: the boundary trace would otherwise make plotly pad the axes around the map.
+    n_rows, n_cols = z.shape
+    fig.update_yaxes(range=[n_rows - 0.5, -0.5], title=row_title, **(_axis_ticks(rows) if rows else {}))
+    fig.update_xaxes(range=[-0.5, n_cols - 0.5], title=col_title, side="top", **(_axis_ticks(cols) if cols else {}))
     fig.update_layout(
         # The x axis sits on top with its title: the chart title goes above both, in the container's margin.
         title={"text": _label(title), "y": 0.995, "yanchor": "top", "yref": "container", "x": 0.01, "xanchor": "left"},

@@ -129,7 +129,8 @@ def gate(ctx: Context, what: str, estimate: Any, button: str) -> bool:
     if estimate.seconds <= AUTO_COMPUTE_SECONDS or token in ss[REQUESTED]:
         return True
     st.info(
-        f"This is a bigger computation: {estimate} (a rough estimate; a busy CPU can take several times longer). "
+        f"This is a bigger computation: {estimate} (estimated from this machine's measured speed; other load on "
+        "it can change that). "
         "It runs when you ask for it, with a progress bar."
     )
     st.button(button, type="primary", on_click=on_request, args=(token,), key=f"request_{what}")
