@@ -277,9 +277,18 @@ def group_mask_figure(mask: GroupMask) -> go.Figure:
         fig.update_xaxes(showticklabels=False)
         fig.update_yaxes(showticklabels=False)
     fig.update_layout(
-        title={"text": "Who attends to whom (attended token pairs per block)", "y": 0.995, "yref": "container"},
-        margin={"l": 10, "r": 10, "t": 110, "b": 10},
-        height=140 + 60 * len(mask.query_names) if few else 720,
+        # Title in the container's top margin, above the (possibly rotated) key labels and the axis title.
+        title={
+            "text": "Who attends to whom (attended token pairs per block)",
+            "y": 0.995,
+            "yref": "container",
+            "yanchor": "top",
+            "x": 0.01,
+            "xanchor": "left",
+        },
+        margin={"l": 10, "r": 10, "t": 170, "b": 10},
+        # Tall enough for the vertical axis title even with one or two query groups.
+        height=max(340, 200 + 60 * len(mask.query_names)) if few else 760,
     )
     return fig
 
