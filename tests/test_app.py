@@ -291,7 +291,9 @@ def test_statistics_spatial_and_cost_views():
     show(at, "Spatial")
     assert "uniform in a box" in texts(at.info)
     (cloud,) = charts(at)
-    assert [trace["name"] for trace in cloud["data"]] == ["latents", "queries"]
+    # The big group is drawn first so that the small one stays visible on top; the legend keeps the input order.
+    assert [trace["name"] for trace in cloud["data"]] == ["queries", "latents"]
+    assert [trace["legendrank"] for trace in cloud["data"]] == [2, 1]
     clean(at.radio(key="v_colour_by").set_value("query").run())
     grey, attended, selected = charts(at)[0]["data"]
     assert (grey["name"], attended["name"], selected["name"]) == ("not attended", "attended", "selected token")
