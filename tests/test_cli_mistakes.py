@@ -112,3 +112,8 @@ def test_commands_without_computation_do_not_import_torch(argv: list[str]):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_weights_that_name_a_folder_say_so(capsys, tmp_path: Path):
+    code, _, err = cli(capsys, "render", str(SMALL), "--weights", str(tmp_path), "--out", str(tmp_path / "x.png"))
+    assert code == 1 and "is a folder, not a checkpoint file" in err and "no such file" not in err

@@ -287,7 +287,8 @@ def _run_engine(
     if not report.ok or report.scenario is None:
         return EXIT_INVALID
     if args.weights is not None and not Path(args.weights).is_file():
-        _err(f"{_printable(args.weights)}: --weights: no such file. Give the path of a checkpoint file.")
+        what = "is a folder, not a checkpoint file" if Path(args.weights).is_dir() else "no such file"
+        _err(f"{_printable(args.weights)}: --weights: {what}. Give the path of a checkpoint file.")
         return EXIT_INVALID
     progress = _progress(quiet=args.quiet)
     try:
