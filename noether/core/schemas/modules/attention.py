@@ -123,6 +123,7 @@ _MOVED_CONFIGS = {
     "SelfAnchorAttentionConfig": "noether.modeling.modules.attention.configs",
     "CrossAnchorAttentionConfig": "noether.modeling.modules.attention.configs",
     "JointAnchorAttentionConfig": "noether.modeling.modules.attention.configs",
+    "PerceiverAttentionConfig": "noether.modeling.modules.attention.configs",
 }
 
 

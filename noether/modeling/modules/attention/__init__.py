@@ -12,6 +12,7 @@ from noether.modeling.modules.attention.configs import (
     JointAnchorAttentionConfig,
     MixedAttentionConfig,
     MultiBranchAnchorAttentionConfig,
+    PerceiverAttentionConfig,
     SelfAnchorAttentionConfig,
 )
 
@@ -21,6 +22,7 @@ _TORCH_MODULES = {
     "JointAnchorAttention": "noether.modeling.modules.attention.anchor_attention.joint",
     "MixedAttention": "noether.modeling.modules.attention.anchor_attention.mixed",
     "MultiBranchAnchorAttention": "noether.modeling.modules.attention.anchor_attention.multi_branch",
+    "PerceiverAttention": "noether.modeling.modules.attention.perceiver",
     "SelfAnchorAttention": "noether.modeling.modules.attention.anchor_attention.self_anchor",
 }
 
@@ -46,6 +48,8 @@ __all__ = [
     "MixedAttentionConfig",
     "MultiBranchAnchorAttention",
     "MultiBranchAnchorAttentionConfig",
+    "PerceiverAttention",
+    "PerceiverAttentionConfig",
     "SelfAnchorAttention",
     "SelfAnchorAttentionConfig",
 ]

@@ -3,7 +3,7 @@
 Each module file re-exports its config, so ``from <module file> import <Config>`` works as upstream's does.
 """
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from noether.core.schemas.modules.attention import AttentionConfig
 
@@ -36,3 +36,16 @@ class CrossAnchorAttentionConfig(MultiBranchAnchorAttentionConfig):
 
 class JointAnchorAttentionConfig(MultiBranchAnchorAttentionConfig):
     """Configuration of joint-anchor attention (at least two branches)."""
+
+
+class PerceiverAttentionConfig(AttentionConfig):
+    """Configuration for the perceiver attention module."""
+
+    kv_dim: int | None = Field(None)
+    """Width of the key/value input features; None means the same as hidden_dim."""
+
+    @model_validator(mode="after")
+    def _default_kv_dim(self) -> "PerceiverAttentionConfig":
+        if self.kv_dim is None:
+            self.kv_dim = self.hidden_dim
+        return self
