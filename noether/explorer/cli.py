@@ -229,7 +229,7 @@ def _render_output(text: str) -> Path:
 
 
 def _validate_command(args: argparse.Namespace) -> int:
-    from noether.explorer.capture_file import is_capture_name
+    from noether.explorer.capture_names import is_capture_name
     from noether.explorer.cli_capture import validate_capture
 
     invalid = 0
