@@ -6,6 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -273,6 +274,44 @@ def test_attention_like_modules_of_another_kind_are_listed_as_skipped(tmp_path):
     manifest, _, _ = read_capture(cap.save(tmp_path / "skipped.capture.safetensors"))
     assert [call["id"] for call in manifest["calls"]] == ["attn#0"]
     assert [(s["module"], s["class_name"]) for s in manifest["skipped_modules"]] == [("slices", "SliceAttention")]
+
+
+class Permissive(nn.Module):
+    """The mixed-attention structure and signature, accepting any token specs: only the recording is under test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = HEADS, HIDDEN // HEADS
+        self.q, self.k, self.v, self.proj = (nn.Linear(HIDDEN, HIDDEN) for _ in range(4))
+
+    def forward(self, x, token_specs, attention_patterns, key_padding_mask=None, freqs=None, kv_cache=None):
+        return x, None
+
+
+GROUP = st.tuples(
+    st.text(min_size=1, max_size=12).filter(lambda name: name != "name"), st.none() | st.integers(0, 10**6)
+)
+
+
+@given(st.lists(st.tuples(GROUP, st.sampled_from(["pydantic", "explicit", "single", "numpy size"])), max_size=6))
+def test_token_specs_in_every_form_are_recorded_as_name_and_size(groups):
+    forms = {
+        "pydantic": lambda name, size: TokenSpec(name=name, size=size),
+        "explicit": lambda name, size: {"name": name, "size": size},
+        "single": lambda name, size: {name: size},
+        "numpy size": lambda name, size: {"name": name, "size": None if size is None else np.int64(size)},
+    }
+    specs = [forms[form](*group) for group, form in groups]
+    patterns = [AttentionPattern(query_tokens=[name], key_value_tokens=[name]) for (name, _), _ in groups]
+    module = Permissive()
+    with torch.no_grad(), capture_attention(module) as cap:
+        module(torch.zeros(1, 1, HIDDEN), specs, patterns)
+    recorded = cap.calls[0]["token_specs"]
+    assert recorded == [{"name": name, "size": size} for (name, size), _ in groups]
+    assert all(spec["size"] is None or type(spec["size"]) is int for spec in recorded)
+    assert cap.calls[0]["attention_patterns"] == [
+        {"query_tokens": [n], "key_value_tokens": [n]} for (n, _), _ in groups
+    ]
 
 
 def test_layers_globs_keep_only_matching_modules(tmp_path):

@@ -20,6 +20,7 @@ import inspect
 import json
 import os
 from collections.abc import Iterable, Mapping
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +126,9 @@ def _read_token_spec(item: object) -> dict[str, Any]:
         name, size = item.name, item.size
     else:
         raise TypeError(f"expected a TokenSpec-like object with name and size, got {type(item).__name__}")
-    if not isinstance(name, str) or not (size is None or (isinstance(size, int) and not isinstance(size, bool))):
+    if not isinstance(name, str) or not (size is None or (isinstance(size, Integral) and not isinstance(size, bool))):
         raise TypeError(f"name must be a str and size an int or None, got {name!r}: {size!r}")
-    return {"name": name, "size": size}
+    return {"name": name, "size": None if size is None else int(size)}
 
 
 def _read_pattern(item: object) -> dict[str, list[str]]:
@@ -139,11 +140,12 @@ def _read_pattern(item: object) -> dict[str, list[str]]:
         values = [getattr(item, name) for name in fields]
     else:
         raise TypeError(f"expected an AttentionPattern-like object with {list(fields)}, got {type(item).__name__}")
-    if not all(
-        isinstance(v, Iterable) and not isinstance(v, str) and all(isinstance(n, str) for n in v) for v in values
-    ):
+    if not all(isinstance(v, Iterable) and not isinstance(v, str | bytes) for v in values):
         raise TypeError(f"query_tokens and key_value_tokens must be lists of group names, got {values!r}")
-    return dict(zip(fields, ([*v] for v in values), strict=True))
+    names = [list(v) for v in values]
+    if not all(isinstance(n, str) for group in names for n in group):
+        raise TypeError(f"query_tokens and key_value_tokens must be lists of group names, got {names!r}")
+    return dict(zip(fields, names, strict=True))
 
 
 def _read_list(values: object, reader: Any, argument: str) -> list[Any]:

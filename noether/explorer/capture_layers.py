@@ -456,3 +456,7 @@ def verify_layer(layer: Layer, run: Any, dtype: torch.dtype) -> Verification:
     scale = float(recorded.abs().max()) if recorded.numel() else 0.0
     tol, text = tolerance(dtype, scale)
     return Verification(layer=layer.id, max_abs_diff=diff, tolerance=tol, tolerance_text=text)
+
+
+# Converters of further kinds live in their own modules and register themselves on import.
+from noether.explorer import capture_perceiver  # noqa: E402, F401

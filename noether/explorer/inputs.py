@@ -130,8 +130,9 @@ def build_inputs(
 
 
 def query_rows(layout: TokenLayout, tensor: torch.Tensor) -> torch.Tensor:
-    """The input-group tokens of a key-axis tensor (dim 1): the query pass's input when groups are cached."""
-    if not layout.has_cache:
+    """The query-group tokens of a key-axis tensor (dim 1): the query pass's input when groups are cached, a
+    perceiver's queries."""
+    if len(layout.query_groups) == len(layout.groups):
         return tensor
     return torch.cat([tensor[:, g.key_offset : g.key_offset + g.size] for g in layout.query_groups], dim=1)
 

@@ -37,8 +37,11 @@ from noether.modeling.modules.attention import (
     JointAnchorAttention,
     MixedAttention,
     MixedAttentionConfig,
+    PerceiverAttention,
+    PerceiverAttentionConfig,
     SelfAnchorAttention,
 )
+from noether.modeling.modules.attention.anchor_attention import GroupTensors
 
 Progress = Callable[[float, str], None]
 DEFAULT_PIXELS = 1024
@@ -83,12 +86,37 @@ def _build_module(scenario: Scenario) -> nn.Module:
     config = attention.model_dump(exclude={"kind"})
     if attention.kind == "mixed":
         return MixedAttention(MixedAttentionConfig(**config))
+    if attention.kind == "perceiver":
+        return PerceiverAttention(PerceiverAttentionConfig(**config))
     return _ANCHOR_MODULES[attention.kind](ANCHOR_CONFIGS[attention.kind](**config))
 
 
 def core_of(module: nn.Module) -> MixedAttention:
-    """The MixedAttention inside a module (anchor modules keep theirs as ``mixed_attention``)."""
-    return module if isinstance(module, MixedAttention) else module.mixed_attention  # type: ignore[return-value]
+    """The module whose projections the weight views use: a MixedAttention (anchor modules keep theirs as
+    ``mixed_attention``) or a PerceiverAttention, which offers the same ``project_queries``/``project_keys_values``."""
+    if isinstance(module, MixedAttention | PerceiverAttention):
+        return module  # type: ignore[return-value]
+    return module.mixed_attention  # type: ignore[return-value]
+
+
+def _call_perceiver(
+    module: PerceiverAttention,
+    x: torch.Tensor,
+    specs: list[TokenSpec],
+    freqs: torch.Tensor | None,
+    kv_cache: dict | None,
+) -> tuple[torch.Tensor, Any]:
+    """Run a perceiver on the group layout: ``x`` holds the query group, then the key/value group unless cached."""
+    query_spec, kv_spec = specs
+    n_queries = query_spec.size or 0
+    q_freqs = None if freqs is None else freqs[:, :n_queries]
+    if kv_spec.size is None:
+        assert kv_cache is not None
+        out, _ = module(x[:, :n_queries], None, q_freqs=q_freqs, kv_cache=kv_cache[kv_spec.name])
+        return out, None
+    k_freqs = None if freqs is None else freqs[:, n_queries:]
+    out, cache = module(x[:, :n_queries], x[:, n_queries:], q_freqs=q_freqs, k_freqs=k_freqs)
+    return out, {kv_spec.name: cache}
 
 
 class ExplorerRun:
@@ -204,6 +232,8 @@ class ExplorerRun:
         kv_cache: dict | None = None,
         padding: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Any]:
+        if isinstance(self.module, PerceiverAttention):
+            return _call_perceiver(self.module, x, specs, freqs, kv_cache)
         if isinstance(self.module, MixedAttention):
             return self.module(
                 x, specs, self.scenario.patterns(), key_padding_mask=padding, freqs=freqs, kv_cache=kv_cache
@@ -220,6 +250,10 @@ class ExplorerRun:
     def key_real(self) -> torch.Tensor | None:
         """A recorded padding mask on the key axis (None: padding, if any, is the layout's trailing padding)."""
         return key_real_mask(self.layout, self.padding_mask()) if self.captured is not None else None
+
+    @property
+    def _perceiver_reads_kv(self) -> bool:
+        return isinstance(self.module, PerceiverAttention) and not self.layout.has_cache
 
     @property
     def x_queries(self) -> torch.Tensor:
@@ -342,10 +376,12 @@ class ExplorerRun:
             padding = self.padding_mask()
             self._say(0.3, "forward pass", progress)
             start = time.perf_counter()
+            # A perceiver reads its key/value group from the input too (queries first, then keys/values).
+            x, freqs = self.x_queries, self.freqs_queries
+            if self._perceiver_reads_kv:
+                x, freqs = self.inputs.x, self.inputs.freqs
             with torch.no_grad():
-                output, new_cache = self._call(
-                    self.x_queries, list(self.scenario.token_specs), self.freqs_queries, cache, padding
-                )
+                output, new_cache = self._call(x, list(self.scenario.token_specs), freqs, cache, padding)
             seconds = time.perf_counter() - start
             self._cache["forward"] = ForwardResult(output.float().cpu(), sorted(new_cache or {}), seconds)
         return self._cache["forward"]
@@ -437,6 +473,27 @@ class ExplorerRun:
             )
         return self._cache["kv_check"]
 
+    def _project_groups(self, cache: dict[str, dict[str, torch.Tensor]] | None) -> GroupTensors:
+        if not isinstance(self.module, PerceiverAttention):
+            return self.core.project_groups(self.x_queries, list(self.scenario.token_specs), self.freqs_queries, cache)
+        query, kv = self.layout.groups
+        if kv.cached:
+            assert cache is not None
+            keys, values = cache[kv.name]["k"], cache[kv.name]["v"]
+        else:
+            freqs = None if self.inputs.freqs is None else key_slice(self.layout, kv.name, self.inputs.freqs)
+            keys, values = self.module.project_keys_values(key_slice(self.layout, kv.name, self.inputs.x), freqs)
+        queries = self.module.project_queries(self.x_queries, self.freqs_queries)
+        return GroupTensors(q={query.name: queries}, k={kv.name: keys}, v={kv.name: values})
+
+    def _pattern_core(self) -> MixedAttention:
+        """A MixedAttention whose per-pattern SDPA path times the attention (it uses no weights of its own)."""
+        if not isinstance(self.module, PerceiverAttention):
+            return self.core
+        attention = self.scenario.attention
+        config = MixedAttentionConfig(hidden_dim=attention.hidden_dim, num_heads=attention.num_heads)
+        return MixedAttention(config).to(self.device).eval()
+
     def backends(
         self,
         repeats: int = 3,
@@ -450,9 +507,7 @@ class ExplorerRun:
             cache = self.kv_cache(progress)
             padding = self.padding_mask()
             with torch.no_grad():
-                groups = self.core.project_groups(
-                    self.x_queries, list(self.scenario.token_specs), self.freqs_queries, cache
-                )
+                groups = self._project_groups(cache)
                 key_masks = None
                 if padding is not None:
                     key_masks = {
@@ -468,7 +523,7 @@ class ExplorerRun:
                     return None
 
                 self._cache[key] = time_backends(
-                    self.core,
+                    self._pattern_core(),
                     self.layout,
                     groups,
                     key_masks,
