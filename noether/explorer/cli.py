@@ -162,7 +162,8 @@ def _add_bench(commands: Any) -> None:
     )
     _add_run_options(sub)
     sub.add_argument("--repeats", type=_positive_int, default=5, metavar="N", help="timed runs (default: 5)")
-    sub.set_defaults(handler=_bench_command)
+    _layer_option(sub)
+    sub.set_defaults(handler=_bench_command, parser=sub)
 
 
 def _layer_option(sub: argparse.ArgumentParser) -> None:
@@ -281,7 +282,7 @@ def _render_command(args: argparse.Namespace) -> int:
         _err(f"{_printable(str(args.out))}: cannot write: {refusal}")
         return EXIT_INVALID
     if cli_capture.wants_capture(args):
-        return cli_capture.render_layer_command(args)
+        return cli_capture.layer_command(args)
     return _run_engine(args, "render", render_scenario)
 
 
@@ -298,6 +299,10 @@ def _output_refusal(path: Path) -> str:
 
 
 def _bench_command(args: argparse.Namespace) -> int:
+    from noether.explorer import cli_capture
+
+    if cli_capture.wants_capture(args):
+        return cli_capture.layer_command(args, bench_run)
     return _run_engine(args, "bench", bench_scenario)
 
 
@@ -409,12 +414,16 @@ def render_run(run: Any, args: argparse.Namespace, progress: Progress) -> int:
 
 def bench_scenario(scenario: "Scenario", args: argparse.Namespace, progress: Progress) -> int:
     """Time the layer's forward pass, the weight maps and the attention backends; print a table to stdout."""
+    return bench_run(_engine_run(scenario, args, progress), args, progress)
+
+
+def bench_run(run: Any, args: argparse.Namespace, progress: Progress) -> int:
+    """Time a prepared run (a scenario's or a captured layer's)."""
     import time
 
     from noether.explorer.guard import format_seconds
     from noether.explorer.views import backend_table, cost_table
 
-    run = _engine_run(scenario, args, progress)
     forward = run.forward()
     start = time.perf_counter()
     run.weights()
