@@ -233,11 +233,10 @@ def _key_axis(
             else:
                 xs.append(linked[0].to(x.dtype))
                 if freqs is not None:
-                    fs.append(
-                        linked[1]
-                        if linked[1] is not None
-                        else freqs.new_ones(freqs.shape[0], group.size, freqs.shape[-1])
-                    )
+                    rows = linked[1]
+                    if rows is None:
+                        rows = freqs.new_ones(freqs.shape[0], group.size, freqs.shape[-1])
+                    fs.append(rows.expand(freqs.shape[0], -1, -1))
         else:
             xs.append(x[:, start : start + group.size])
             if freqs is not None:

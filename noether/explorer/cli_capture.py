@@ -45,7 +45,7 @@ def add_layer_option(sub: argparse.ArgumentParser) -> None:
 
 def wants_capture(args: argparse.Namespace) -> bool:
     """Whether a render/export/validate argument names a capture (or asks for a layer of one)."""
-    from noether.explorer.capture_file import is_capture_name
+    from noether.explorer.capture_names import is_capture_name
 
     return bool(getattr(args, "layer", None)) or is_capture_name(getattr(args, "file", "") or "")
 
@@ -66,8 +66,8 @@ def _usage(args: argparse.Namespace, message: str) -> int:
 
 def _layer_for(args: argparse.Namespace) -> "Layer | int":
     """The layer ``--layer`` names in the capture FILE, or an exit code after a printed message."""
-    from noether.explorer.capture_file import is_capture_name
     from noether.explorer.capture_layers import find_layer
+    from noether.explorer.capture_names import is_capture_name
     from noether.explorer.problems import ExplorerError
 
     if not is_capture_name(args.file):
