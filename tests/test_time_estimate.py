@@ -33,18 +33,34 @@ def layer(queries: int, keys: int) -> ExplorerRun:
     return ExplorerRun(report.scenario)
 
 
-def test_weight_pass_estimate_is_within_twice_the_real_time():
-    speed = measured_speed(torch.device("cpu"))
+@pytest.fixture
+def one_thread():
+    # With both cores shared, a multi-threaded pass waits at every barrier for a descheduled thread, while the short
+    # calibration passes slip between time slices; one thread on both sides compares the estimate in like conditions.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_weight_pass_estimate_is_within_twice_the_real_time(one_thread):
+    # Measured right before the run it is compared with: the speed kept from earlier in the process may come from
+    # a moment when other work shared the cores differently.
+    speed = measured_speed(torch.device("cpu"), remeasure=True)
     # Size the layer so that the pass takes about a second at the measured speed.
     keys = 1024
     queries = max(64, int(speed.stats_elements_per_s / (3 * 2 * keys)) - keys)
-    run = layer(queries, keys)
-    run.keys()  # projections of the keys are a separate step with its own estimate
     options = WeightOptions(chunk_bytes=WeightOptions().chunk_bytes)
-    estimate = run.weights_estimate(1024, options).seconds
-    start = time.perf_counter()
-    run.weights(1024, options)
-    actual = time.perf_counter() - start
+    estimate = layer(queries, keys).weights_estimate(1024, options).seconds
+    # Best of three fresh runs (a run keeps its result), as the calibration takes the best of its repeats: both
+    # sides then measure the machine at its least disturbed, so work sharing the cores for a moment does not decide.
+    actual = float("inf")
+    for _ in range(3):
+        run = layer(queries, keys)
+        run.keys()  # projections of the keys are a separate step with its own estimate
+        start = time.perf_counter()
+        run.weights(1024, options)
+        actual = min(actual, time.perf_counter() - start)
     print(f"estimate {estimate:.2f} s, real {actual:.2f} s")
     assert 0.5 <= actual / estimate <= 2.0, f"estimate {estimate:.2f} s, real {actual:.2f} s"
 
