@@ -8,11 +8,15 @@ memory is about ``3 * chunk_bytes`` plus the maps.
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.modeling.modules.attention.anchor_attention import MixedAttention
+
+if TYPE_CHECKING:
+    from noether.explorer.sampling import PreviewSamples
 
 Progress = Callable[[float, str], None]
 DEFAULT_CHUNK_BYTES = 4 * 2**20
@@ -65,18 +69,18 @@ class WeightResult:
     """(batch, heads, query groups): mean mass of each row's ``top_k`` largest weights."""
     top_k: int = 0
     notes: list[str] = field(default_factory=list)
-    sampled_rows: int = 0
-    """0 for an exact result; otherwise a preview estimated from this many sampled query rows per batch and head."""
-    group_mass_se: torch.Tensor | None = None
-    """Preview only: standard error of each ``group_mass`` cell (same shape)."""
-    entropy_se: torch.Tensor | None = None
-    """Preview only: standard error of ``entropy``."""
-    top_k_mass_se: torch.Tensor | None = None
-    """Preview only: standard error of ``top_k_mass``."""
+    origin: tuple[int, int] = (0, 0)
+    """First query row and key column the maps cover (non-zero for a window of the full map)."""
+    samples: "PreviewSamples | None" = None
+    """None for an exact result; for a preview, the sampled rows and their statistics (see ``sampling``)."""
 
     @property
     def preview(self) -> bool:
-        return self.sampled_rows > 0
+        return self.samples is not None
+
+    @property
+    def sampled_rows(self) -> int:
+        return 0 if self.samples is None else len(self.samples.sample.rows)
 
 
 def _reduce(x: torch.Tensor, dim: int, how: str, keepdim: bool = False) -> torch.Tensor:
