@@ -430,11 +430,27 @@ def test_uploaded_point_cloud_places_the_tokens():
     assert "reused" in warning
 
 
-def test_big_computations_wait_for_a_click():
+def test_big_computations_show_a_preview_while_the_exact_pass_runs_and_stop_keeps_it():
     at = start(preset="abupt_sized", tab="Weights")
-    assert "bigger computation" in texts(at.info) and "the attention-weight maps" in texts(at.info)
-    assert by_label(at.button, "Compute weights")
-    assert not charts(at)
+    jobs = at.session_state["exact_jobs"]
+    try:
+        assert "PREVIEW from" in texts(at.info) and "sampled per query group" in texts(at.info)
+        assert title(charts(at)[0]).startswith("PREVIEW (")
+        assert [job.state for job in jobs._jobs.values()] == ["running"]
+        show(at, "Statistics")  # switching tabs neither restarts nor blocks the pass
+        assert [job.state for job in jobs._jobs.values()] == ["running"]
+        assert "PREVIEW from" in texts(at.info)
+        clean(by_label(at.button, "Stop").click().run())
+        (job,) = jobs._jobs.values()
+        assert job.wait(60) and job.state == "stopped"
+        show(at, "Weights")
+        assert "Exact pass stopped; the preview stays on screen." in texts(at.info)
+        assert title(charts(at)[0]).startswith("PREVIEW (")
+        assert len(jobs._jobs) == 1  # a rerun after Stop does not start the pass again
+    finally:
+        for job in jobs._jobs.values():
+            job.stop()
+            job.wait(60)
 
 
 @pytest.mark.slow
@@ -475,3 +491,17 @@ def test_malformed_documents_never_crash_and_keep_the_last_valid_views():
             show(at, tab)
             assert active(at) == scenario_to_dict(load_preset("perceiver"))
         show(at, "Edit as text")
+
+
+def test_the_exact_pass_replaces_the_preview_when_complete(monkeypatch: pytest.MonkeyPatch):
+    import noether.explorer.ui.context as context
+
+    monkeypatch.setattr(context, "AUTO_COMPUTE_SECONDS", 0.0)  # the built-in example then counts as big
+    at = start(tab="Weights")
+    assert title(charts(at)[0]).startswith("PREVIEW (")
+    (job,) = at.session_state["exact_jobs"]._jobs.values()
+    assert job.wait(120) and job.state == "done"
+    clean(at.run())
+    assert not title(charts(at)[0]).startswith("PREVIEW")
+    assert "PREVIEW from" not in texts(at.info)
+    assert not [b for b in at.button if b.label == "Stop"]

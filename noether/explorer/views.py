@@ -428,3 +428,16 @@ def mask_view(scenario: Scenario, budget: int) -> MaskView:
     layout = TokenLayout.from_scenario(scenario)
     rows, cols = PoolGrid.fit(layout.n_queries, budget), PoolGrid.fit(layout.n_keys, budget)
     return MaskView(layout, group_mask(layout), pooled_mask(layout, rows, cols), rows, cols)
+
+
+def preview_note(result: WeightResult, layout: TokenLayout, batch: int = 0, head: HeadChoice = "mean") -> str:
+    """What a preview is: how many rows were sampled, and how far its group masses may be off."""
+    from noether.explorer.sampling import standard_errors
+
+    errors = standard_errors(result, batch, head)["group_mass"]
+    worst = float(np.nanmax(errors)) if np.isfinite(errors).any() else float("nan")
+    return (
+        f"PREVIEW from {result.sampled_rows:,} of {layout.n_queries:,} query rows, sampled per query group (every "
+        f"key of a sampled row is exact). Group masses are within ±{worst:.2g} (one standard error, largest cell); "
+        "max-pooled cells show the largest sampled weight. The exact pass replaces it when complete."
+    )

@@ -4,7 +4,7 @@ import streamlit as st
 
 from noether.explorer import views
 from noether.explorer.scenario import validate_scenario
-from noether.explorer.ui.context import Context, prepare
+from noether.explorer.ui.context import Context, exact_panel, prepare
 from noether.explorer.ui.registry import TABS, VIEWS
 from noether.explorer.ui.sidebar import render_sidebar
 from noether.explorer.ui.state import ACTIVE, DRAFT, FLASH, PERSISTENT, VIEW, init_state, problem_lines, ss
@@ -34,6 +34,8 @@ def _page(ctx: Context) -> None:
                     st.caption(f"Note: {note}")
         elif ctx.run_problems:
             st.error("The scenario cannot be prepared for running:\n" + problem_lines(ctx.run_problems, ctx.draft))
+    # Filled after the views ran: a view asking for weights is what starts the background exact pass.
+    exact_slot = st.container()
     tabs = st.tabs(TABS, key=VIEW, on_change="rerun")
     for tab, view in zip(tabs, VIEWS, strict=True):
         if not tab.open:
@@ -45,6 +47,9 @@ def _page(ctx: Context) -> None:
                 view.render(ctx)
             else:
                 guarded(view.title, view.render, ctx)
+    if ctx.run is not None:
+        with exact_slot:
+            exact_panel(ctx.run_key)
 
 
 def main() -> None:
