@@ -24,6 +24,8 @@ EXACT_JOBS, STOPPED, SHOWN_EXACT = "exact_jobs", "exact_stopped", "exact_shown"
 DISPLAY_BINS = 400
 # Estimated seconds below which weights and KV-cache checks run without asking.
 AUTO_COMPUTE_SECONDS = 3.0
+# From this many query tokens on, weights show a preview at once and the exact pass runs in the background.
+PREVIEW_FROM_TOKENS = 16384
 
 # One prepared run per scenario (+ weights, cloud, budget); its memoisation does the rest. Cached functions live at
 # module level of an imported module so that Streamlit keeps one cache across reruns.
@@ -171,7 +173,7 @@ def compute_weights(ctx: Context) -> WeightResult | None:
     if exact is not None:
         return exact
     estimate = run.weights_estimate(DISPLAY_BINS, WeightOptions())
-    if estimate.seconds <= AUTO_COMPUTE_SECONDS:
+    if estimate.seconds <= AUTO_COMPUTE_SECONDS and run.layout.n_queries < PREVIEW_FROM_TOKENS:
         with progress("Computing attention weights…") as report:
             return run.weights(DISPLAY_BINS, progress=report)
     with st.spinner("Sampling query rows for a preview…"):
