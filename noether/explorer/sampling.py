@@ -114,6 +114,7 @@ def preview_weight_maps(
     top_k: int = 8,
     elements: int = PREVIEW_ELEMENTS,
     cancel: threading.Event | None = None,
+    key_real: torch.Tensor | None = None,
 ) -> WeightResult:
     """Estimated pooled maps and statistics (see the module docstring); ``WeightResult.preview`` is True.
 
@@ -136,7 +137,9 @@ def preview_weight_maps(
         where = np.flatnonzero(sample.groups == index)
         if not len(where):
             continue
-        key_tensor, real, segments = _pattern_keys(layout, keys, list(layout.pattern_of(group.name).key_value_tokens))
+        key_tensor, real, segments = _pattern_keys(
+            layout, keys, list(layout.pattern_of(group.name).key_value_tokens), key_real
+        )
         step = max(1, PREVIEW_CHUNK_BYTES // (4 * batch * heads * max(key_tensor.shape[2], 1)))
         for lo in range(0, len(where), step):
             if cancel is not None and cancel.is_set():

@@ -79,6 +79,7 @@ def window_weights(
     window: Window,
     pixels: int = 1024,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    key_real: torch.Tensor | None = None,
 ) -> WeightResult:
     """Mean- and max-pooled exact weights of the window (grids over the window's own tokens, factor 1 when it fits).
 
@@ -95,7 +96,9 @@ def window_weights(
         lo, hi = max(window.q0, group.query_offset), min(window.q1, group.query_offset + group.size)
         if lo >= hi:
             continue
-        key_tensor, real, segments = _pattern_keys(layout, keys, list(layout.pattern_of(group.name).key_value_tokens))
+        key_tensor, real, segments = _pattern_keys(
+            layout, keys, list(layout.pattern_of(group.name).key_value_tokens), key_real
+        )
         overlaps = []
         for seg in segments:
             c0, c1 = max(window.k0, seg.key_offset), min(window.k1, seg.key_offset + seg.size)
