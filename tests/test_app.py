@@ -505,3 +505,17 @@ def test_the_exact_pass_replaces_the_preview_when_complete(monkeypatch: pytest.M
     assert not title(charts(at)[0]).startswith("PREVIEW")
     assert "PREVIEW from" not in texts(at.info)
     assert not [b for b in at.button if b.label == "Stop"]
+
+
+def test_zoom_window_shows_exact_token_pairs_and_names_bad_ranges():
+    at = start(tab="Weights")
+    at.number_input(key="z_q0").set_value(100)
+    at.number_input(key="z_q1").set_value(164)
+    at.number_input(key="z_k0").set_value(0)
+    at.number_input(key="z_k1").set_value(32)
+    clean(by_label(at.button, "Compute window").click().run())
+    zoom = [title(c) for c in charts(at) if "window queries" in title(c)]
+    assert zoom and "window queries 100:164 x keys 0:32" in zoom[0] and "exact: 1 cell = 1 query-key pair" in zoom[0]
+    at.number_input(key="z_q1").set_value(50)
+    clean(by_label(at.button, "Compute window").click().run())
+    assert "**zoom window**: the query range 100:50 is not inside 0:6144" in texts(at.error)
