@@ -133,7 +133,9 @@ def _add_render(commands: Any) -> None:
     sub = commands.add_parser(
         "render",
         help="draw the attention mask or weights to a PNG or HTML file",
-        description="Run the scenario and draw its attention mask or weights, pooled to at most --pixels per axis.",
+        description="Run the scenario and draw its attention mask or weights, pooled to at most --pixels per axis. "
+        "Weights use a log colour scale (log10 of the pooled weight), the mask a linear one (share of attended "
+        "pairs); cells the rules block entirely are drawn in their own grey, apart from the colour scale.",
     )
     _add_run_options(sub)
     sub.add_argument(
@@ -177,7 +179,8 @@ def _add_bench(commands: Any) -> None:
     )
     _add_run_options(sub)
     sub.add_argument("--repeats", type=_positive_int, default=5, metavar="N", help="timed runs (default: 5)")
-    sub.set_defaults(handler=_bench_command)
+    _layer_option(sub)
+    sub.set_defaults(handler=_bench_command, parser=sub)
 
 
 def _layer_option(sub: argparse.ArgumentParser) -> None:
@@ -255,7 +258,7 @@ def _render_output(text: str) -> Path:
 
 
 def _validate_command(args: argparse.Namespace) -> int:
-    from noether.explorer.capture_file import is_capture_name
+    from noether.explorer.capture_names import is_capture_name
     from noether.explorer.cli_capture import validate_capture
 
     invalid = 0
@@ -301,12 +304,33 @@ def _schema_command(args: argparse.Namespace) -> int:
 def _render_command(args: argparse.Namespace) -> int:
     from noether.explorer import cli_capture
 
+    refusal = _output_refusal(Path(args.out))
+    if refusal:
+        # Checked before anything is built or read: a typo in --out must not cost a whole run.
+        _err(f"{_printable(str(args.out))}: cannot write: {refusal}")
+        return EXIT_INVALID
     if cli_capture.wants_capture(args):
-        return cli_capture.render_layer_command(args)
+        return cli_capture.layer_command(args)
     return _run_engine(args, "render", render_scenario)
 
 
+def _output_refusal(path: Path) -> str:
+    """Why ``path`` cannot be written as an output file ('' when it can, as far as can be told before writing)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        return "it is a folder. Give a file name ending in .png or .html."
+    if not folder.is_dir():
+        return f"the folder '{_printable(str(folder))}' does not exist. Create it first or choose another --out."
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"no permission to write in '{_printable(str(folder))}'. Choose another --out."
+    return ""
+
+
 def _bench_command(args: argparse.Namespace) -> int:
+    from noether.explorer import cli_capture
+
+    if cli_capture.wants_capture(args):
+        return cli_capture.layer_command(args, bench_run)
     return _run_engine(args, "bench", bench_scenario)
 
 
@@ -321,7 +345,8 @@ def _run_engine(
     if not report.ok or report.scenario is None:
         return EXIT_INVALID
     if args.weights is not None and not Path(args.weights).is_file():
-        _err(f"{_printable(args.weights)}: --weights: no such file. Give the path of a checkpoint file.")
+        what = "is a folder, not a checkpoint file" if Path(args.weights).is_dir() else "no such file"
+        _err(f"{_printable(args.weights)}: --weights: {what}. Give the path of a checkpoint file.")
         return EXIT_INVALID
     progress = _progress(quiet=args.quiet)
     try:
@@ -412,10 +437,12 @@ def render_run(run: Any, args: argparse.Namespace, progress: Progress) -> int:
             result = run.weights(pixels=max(budget, 1024))
         spec = weights_map(result, layout, budget, args.batch, args.head, args.pooling)
     progress(f"writing {_printable(str(out))}")
-    if html:
-        _write_atomically(out, map_figure(spec).to_html(include_plotlyjs=True, full_html=True))
-    else:
-        _write_atomically(out, map_png(spec))
+    content = map_figure(spec).to_html(include_plotlyjs=True, full_html=True) if html else map_png(spec)
+    try:
+        _write_atomically(out, content)
+    except OSError as exc:
+        _err(f"{_printable(str(out))}: cannot write ({exc.strerror or exc}). Check the folder exists and is writable.")
+        return EXIT_INVALID
     _out(f"{_printable(str(out))}: {view}, {spec.values.shape[0]} x {spec.values.shape[1]} cells")
     return EXIT_OK
 
@@ -454,12 +481,16 @@ def preview_summary(result: Any, layout: Any, batch: int, head: int | str) -> st
 
 def bench_scenario(scenario: "Scenario", args: argparse.Namespace, progress: Progress) -> int:
     """Time the layer's forward pass, the weight maps and the attention backends; print a table to stdout."""
+    return bench_run(_engine_run(scenario, args, progress), args, progress)
+
+
+def bench_run(run: Any, args: argparse.Namespace, progress: Progress) -> int:
+    """Time a prepared run (a scenario's or a captured layer's)."""
     import time
 
     from noether.explorer.guard import format_seconds
     from noether.explorer.views import backend_table, cost_table
 
-    run = _engine_run(scenario, args, progress)
     forward = run.forward()
     start = time.perf_counter()
     run.weights()
@@ -501,7 +532,8 @@ def _load(path: str) -> "ScenarioReport":
 
 
 def scenario_summary(scenario: "Scenario") -> str:
-    """One line: kind, groups, tokens, patterns, attended pairs and density of the full query x key matrix."""
+    """One line: kind, groups, tokens, patterns, attended pairs and sparsity (the share of the full query x key
+    matrix that is not attended, as the app's cost view says)."""
     from noether.explorer.layout import TokenLayout
 
     layout = TokenLayout.from_scenario(scenario)
@@ -510,17 +542,20 @@ def scenario_summary(scenario: "Scenario") -> str:
     return (
         f"{scenario.attention.kind}, {_count(len(scenario.token_specs), 'group')} ({cached} cached), "
         f"{_count(layout.n_queries, 'query token')} x {_count(layout.n_keys, 'key')}, "
-        f"{_count(len(scenario.patterns()), 'pattern')}, {_count(pairs, 'attended pair')} (density {density:.2%})"
+        f"{_count(len(scenario.patterns()), 'pattern')}, {_count(pairs, 'attended pair')} "
+        f"(sparsity {1.0 - density:.2%})"
     )
 
 
 def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
+    from noether.explorer.problems import count
+
+    return count(number, noun)
 
 
 def _attended(layout: Any) -> tuple[int, float]:
     """Attended (query, key) pairs and their share of the full matrix, from the group structure."""
-    from noether.explorer.masks import group_mask
+    from noether.explorer.layout import group_mask
 
     try:
         mask = group_mask(layout)

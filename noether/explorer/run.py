@@ -278,7 +278,8 @@ class ExplorerRun:
         if attention.use_rope:
             per_token += (attention.head_dim or 0) * 4  # complex64 rotations, head_dim // 2 of them
         inputs = self.scenario.run.batch_size * self.layout.n_keys * per_token
-        return guard.Estimate("building the inputs", inputs, guard.estimate_seconds(self.device, 0, inputs / 4))
+        # About ten floating-point operations per byte of features (sine-cosine waves, RoPE rotations).
+        return guard.Estimate("building the inputs", inputs, guard.estimate_seconds(self.device, 10.0 * inputs))
 
     def forward_estimate(self) -> guard.Estimate:
         cost = self.cost()
@@ -299,10 +300,11 @@ class ExplorerRun:
         chunk = 3 * max(options.chunk_bytes, 4 * batch * heads * self.layout.n_keys)
         cost = self.cost()
         elements = batch * heads * cost.attended_pairs
+        projections = 2.0 * batch * self.layout.n_queries * self.scenario.attention.hidden_dim**2
         return guard.Estimate(
             "the attention-weight maps",
             maps + keys + received + chunk + self.forward_estimate().bytes // 4,
-            guard.estimate_seconds(self.device, 0.0, elements * (1 + 1.5 * options.row_stats)),
+            guard.estimate_seconds(self.device, projections, elements, row_stats=options.row_stats),
         )
 
     def dense_estimate(self) -> guard.Estimate:

@@ -359,6 +359,8 @@ class MapSpec:
     zmin: float | None = None
     zmax: float | None = None
     log: bool = False
+    blocked: np.ndarray | None = None
+    """Cells whose every (query, key) pair the rules block; drawn in their own colour, apart from the scale."""
 
 
 def mask_map(layout: TokenLayout, pooled: np.ndarray, rows: PoolGrid, cols: PoolGrid) -> MapSpec:
@@ -389,6 +391,7 @@ def weights_map(
 ) -> MapSpec:
     """One head's (or the head mean's) pooled weights, re-pooled to at most ``budget`` bins per axis."""
     values, rows, cols = display_map(result, budget, batch, head, pooling)
+    blocked = blocked_cells(layout, rows, cols)
     title = weights_title(head, pooling, rows, cols)
     if result.mean.shape[0] > 1:
         title += f", sample {batch}"
@@ -409,7 +412,13 @@ def weights_map(
         zmin,
         zmax,
         log,
+        blocked,
     )
+
+
+def blocked_cells(layout: TokenLayout, rows: PoolGrid, cols: PoolGrid) -> np.ndarray:
+    """Cells of a pooled map in which the rules block every (query, key) pair."""
+    return pooled_mask(layout, rows, cols) == 0
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from noether.explorer.presets import load_preset
 from noether.explorer.problems import ExplorerError, Problem
 from noether.explorer.run import ExplorerRun
 from noether.explorer.scenario import Scenario, ScenarioReport
-from noether.explorer.ui.state import ACTIVE, BUDGET, CLOUD, REQUESTED, WEIGHTS, on_request, problem_lines, ss
+from noether.explorer.ui.state import ACTIVE, BUDGET, CLOUD, REQUESTED, WEIGHTS, on_request, ss
 from noether.explorer.weights import WeightOptions, WeightResult
 from noether.explorer.worker import ExactJob, JobKeeper
 
@@ -124,7 +124,8 @@ def progress(label: str) -> Iterator[Callable[[float, str], None]]:
 
 def needs_run(ctx: Context) -> ExplorerRun | None:
     if ctx.run is None:
-        st.error("The scenario cannot be prepared for running:\n" + problem_lines(ctx.run_problems or [], ctx.draft))
+        # The reasons are listed once, above the views; repeating them in every view doubled the list.
+        st.info("This view needs the scenario to run; the reasons it cannot are listed above the views.")
     return ctx.run
 
 
@@ -134,7 +135,8 @@ def gate(ctx: Context, what: str, estimate: Any, button: str) -> bool:
     if estimate.seconds <= AUTO_COMPUTE_SECONDS or token in ss[REQUESTED]:
         return True
     st.info(
-        f"This is a bigger computation: {estimate} (a rough estimate; a busy CPU can take several times longer). "
+        f"This is a bigger computation: {estimate} (estimated from this machine's measured speed; other load on "
+        "it can change that). "
         "It runs when you ask for it, with a progress bar."
     )
     st.button(button, type="primary", on_click=on_request, args=(token,), key=f"request_{what}")
