@@ -435,11 +435,27 @@ def test_uploaded_point_cloud_places_the_tokens():
     assert "reused" in warning
 
 
-def test_big_computations_wait_for_a_click():
+def test_big_computations_show_a_preview_while_the_exact_pass_runs_and_stop_keeps_it():
     at = start(preset="abupt_sized", tab="Weights")
-    assert "bigger computation" in texts(at.info) and "the attention-weight maps" in texts(at.info)
-    assert by_label(at.button, "Compute weights")
-    assert not charts(at)
+    jobs = at.session_state["exact_jobs"]
+    try:
+        assert "PREVIEW from" in texts(at.info) and "sampled per query group" in texts(at.info)
+        assert title(charts(at)[0]).startswith("PREVIEW (")
+        assert [job.state for job in jobs._jobs.values()] == ["running"]
+        show(at, "Statistics")  # switching tabs neither restarts nor blocks the pass
+        assert [job.state for job in jobs._jobs.values()] == ["running"]
+        assert "PREVIEW from" in texts(at.info)
+        clean(by_label(at.button, "Stop").click().run())
+        (job,) = jobs._jobs.values()
+        assert job.wait(60) and job.state == "stopped"
+        show(at, "Weights")
+        assert "Exact pass stopped; the preview stays on screen." in texts(at.info)
+        assert title(charts(at)[0]).startswith("PREVIEW (")
+        assert len(jobs._jobs) == 1  # a rerun after Stop does not start the pass again
+    finally:
+        for job in jobs._jobs.values():
+            job.stop()
+            job.wait(60)
 
 
 @pytest.mark.slow
@@ -480,3 +496,31 @@ def test_malformed_documents_never_crash_and_keep_the_last_valid_views():
             show(at, tab)
             assert active(at) == scenario_to_dict(load_preset("perceiver"))
         show(at, "Edit as text")
+
+
+def test_the_exact_pass_replaces_the_preview_when_complete(monkeypatch: pytest.MonkeyPatch):
+    import noether.explorer.ui.context as context
+
+    monkeypatch.setattr(context, "AUTO_COMPUTE_SECONDS", 0.0)  # the built-in example then counts as big
+    at = start(tab="Weights")
+    assert title(charts(at)[0]).startswith("PREVIEW (")
+    (job,) = at.session_state["exact_jobs"]._jobs.values()
+    assert job.wait(120) and job.state == "done"
+    clean(at.run())
+    assert not title(charts(at)[0]).startswith("PREVIEW")
+    assert "PREVIEW from" not in texts(at.info)
+    assert not [b for b in at.button if b.label == "Stop"]
+
+
+def test_zoom_window_shows_exact_token_pairs_and_names_bad_ranges():
+    at = start(tab="Weights")
+    at.number_input(key="z_q0").set_value(100)
+    at.number_input(key="z_q1").set_value(164)
+    at.number_input(key="z_k0").set_value(0)
+    at.number_input(key="z_k1").set_value(32)
+    clean(by_label(at.button, "Compute window").click().run())
+    zoom = [title(c) for c in charts(at) if "window queries" in title(c)]
+    assert zoom and "window queries 100:164 x keys 0:32" in zoom[0] and "exact: 1 cell = 1 query-key pair" in zoom[0]
+    at.number_input(key="z_q1").set_value(50)
+    clean(by_label(at.button, "Compute window").click().run())
+    assert "**zoom window**: the query range 100:50 is not inside 0:6144" in texts(at.error)

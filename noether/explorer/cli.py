@@ -141,7 +141,24 @@ def _add_render(commands: Any) -> None:
         "pairs); cells the rules block entirely are drawn in their own grey, apart from the colour scale.",
     )
     _add_run_options(sub)
-    sub.add_argument("--view", choices=("mask", "weights"), default="mask", help="what to draw (default: mask)")
+    sub.add_argument(
+        "--view",
+        choices=("mask", "weights"),
+        help="what to draw (default: mask; weights with --preview or --window)",
+    )
+    sub.add_argument(
+        "--preview",
+        action="store_true",
+        help="weights estimated from stratified sampled query rows (seconds at 100k tokens); prints the sample "
+        "size and standard errors",
+    )
+    sub.add_argument(
+        "--window",
+        type=_window,
+        metavar="Q0:Q1,K0:K1",
+        help="exact weights of query tokens Q0..Q1-1 against key tokens K0..K1-1 only, one cell per token pair "
+        "when the window fits in --pixels",
+    )
     sub.add_argument(
         "--head", type=_head, default="mean", metavar="H|mean", help="attention head to draw (default: mean)"
     )
@@ -218,6 +235,17 @@ def _positive_float(text: str) -> float:
 
 def _head(text: str) -> int | str:
     return "mean" if text == "mean" else _non_negative_int(text)
+
+
+def _window(text: str) -> Any:
+    from noether.explorer.problems import ExplorerError
+    from noether.explorer.window import parse_window
+
+    try:
+        return parse_window(text)
+    except ExplorerError as exc:
+        problem = exc.problems[0]
+        raise argparse.ArgumentTypeError(f"{problem.message} {problem.hint}") from None
 
 
 def _render_output(text: str) -> Path:
@@ -393,16 +421,23 @@ def render_run(run: Any, args: argparse.Namespace, progress: Progress) -> int:
     from noether.explorer.png import map_png
     from noether.explorer.views import mask_map, weights_map
 
+    view = _render_view(args)
     _check_view_choice(run, args)
     out = Path(args.out)
     html = out.suffix.lower() == ".html"
     budget = min(args.pixels, HTML_MAX_BINS) if html else args.pixels
     layout = run.layout
-    if args.view == "mask":
+    if view == "mask":
         rows, cols = PoolGrid.fit(layout.n_queries, budget), PoolGrid.fit(layout.n_keys, budget)
         spec = mask_map(layout, pooled_mask(layout, rows, cols), rows, cols)
     else:
-        result = run.weights(pixels=max(budget, 1024))
+        if args.window is not None:
+            result = run.window(args.window, pixels=budget)
+        elif args.preview:
+            result = run.preview(pixels=max(budget, 1024))
+            _out(preview_summary(result, layout, args.batch, args.head))
+        else:
+            result = run.weights(pixels=max(budget, 1024))
         spec = weights_map(result, layout, budget, args.batch, args.head, args.pooling)
     progress(f"writing {_printable(str(out))}")
     content = map_figure(spec).to_html(include_plotlyjs=True, full_html=True) if html else map_png(spec)
@@ -411,8 +446,40 @@ def render_run(run: Any, args: argparse.Namespace, progress: Progress) -> int:
     except OSError as exc:
         _err(f"{_printable(str(out))}: cannot write ({exc.strerror or exc}). Check the folder exists and is writable.")
         return EXIT_INVALID
-    _out(f"{_printable(str(out))}: {args.view}, {spec.values.shape[0]} x {spec.values.shape[1]} cells")
+    _out(f"{_printable(str(out))}: {view}, {spec.values.shape[0]} x {spec.values.shape[1]} cells")
     return EXIT_OK
+
+
+def _render_view(args: argparse.Namespace) -> str:
+    from noether.explorer.problems import ExplorerError, Problem
+
+    if args.preview and args.window is not None:
+        raise ExplorerError(
+            Problem("--window", "a window is computed exactly, so --preview does not apply.", "Give one of the two.")
+        )
+    option = "--preview" if args.preview else "--window" if args.window is not None else None
+    if option and args.view == "mask":
+        raise ExplorerError(
+            Problem(option, "applies to the weights view.", "Drop --view mask (or use --view weights).")
+        )
+    return args.view or ("weights" if option else "mask")
+
+
+def preview_summary(result: Any, layout: Any, batch: int, head: int | str) -> str:
+    """One line: sample size and the largest standard error of the group masses, entropy and top-k mass."""
+    import numpy as np
+
+    from noether.explorer.sampling import standard_errors
+
+    errors = standard_errors(result, batch, head)
+    worst = {
+        name: float(np.nanmax(values)) if np.isfinite(values).any() else float("nan") for name, values in errors.items()
+    }
+    return (
+        f"preview: {result.sampled_rows:,} of {layout.n_queries:,} query rows sampled (stratified per query group); "
+        f"largest standard error: group mass {worst['group_mass']:.2g}, entropy {worst['entropy']:.2g} nats, "
+        f"top-{result.top_k} mass {worst['top_k_mass']:.2g}"
+    )
 
 
 def bench_scenario(scenario: "Scenario", args: argparse.Namespace, progress: Progress) -> int:

@@ -4,7 +4,7 @@ import streamlit as st
 
 from noether.explorer import views
 from noether.explorer.scenario import validate_scenario
-from noether.explorer.ui.context import Context, prepare
+from noether.explorer.ui.context import Context, exact_panel, prepare
 from noether.explorer.ui.model_mode import (
     MODE,
     MODEL,
@@ -50,6 +50,8 @@ def _page(ctx: Context, model: bool) -> None:
             st.error("The scenario cannot be prepared for running:\n" + problem_lines(ctx.run_problems, ctx.draft))
     if not model and ss.get(VIEW) in MODEL_TABS:
         ss[VIEW] = TABS[0]
+    # Filled after the views ran: a view asking for weights is what starts the background exact pass.
+    exact_slot = st.container()
     tabs = st.tabs((*TABS, *MODEL_TABS) if model else TABS, key=VIEW, on_change="rerun")
     for tab, view in zip(tabs[len(TABS) :], MODEL_VIEWS if model else (), strict=True):
         if tab.open:
@@ -71,6 +73,9 @@ def _page(ctx: Context, model: bool) -> None:
                 view.render(ctx)
             else:
                 guarded(view.title, view.render, ctx)
+    if ctx.run is not None:
+        with exact_slot:
+            exact_panel(ctx.run_key)
 
 
 def main() -> None:
