@@ -64,7 +64,7 @@ def _weight_pass_speeds(device: torch.device) -> tuple[float, float]:
     from noether.explorer.weights import WeightOptions, attention_weight_maps
     from noether.modeling.modules.attention import MixedAttention, MixedAttentionConfig
 
-    queries, keys = (64, 4096) if device.type == "cpu" else (2048, 65536)
+    queries, keys = (256, 4096) if device.type == "cpu" else (2048, 65536)
     report = validate_scenario(
         {
             "attention": {"kind": "mixed", "hidden_dim": 192, "num_heads": 3},
