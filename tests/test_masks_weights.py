@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import noether.explorer.weights as weights_module
+from noether.explorer.chunk_stats import top_k_mass
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.masks import dense_mask, group_mask, group_mask_mod, pooled_mask, token_group_ids
 from noether.explorer.presets import preset_text
@@ -26,7 +27,6 @@ from noether.explorer.weights import (
     attention_weight_maps,
     chunk_rows,
     pool_dim,
-    top_k_mass,
 )
 
 ATOL = 1e-6

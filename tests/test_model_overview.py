@@ -148,14 +148,16 @@ def test_overview_scores_never_exceed_one_chunk(monkeypatch: pytest.MonkeyPatch)
         for i in range(2)
     ]
     blocks: list[int] = []
-    original = mo.masked_scores
+    original = mo.chunk_weights
 
-    def recording(queries: torch.Tensor, keys: torch.Tensor, real: torch.Tensor | None, **kw: Any) -> torch.Tensor:
-        scores = original(queries, keys, real, **kw)
-        blocks.append(scores.numel())
-        return scores
+    def recording(
+        queries: torch.Tensor, keys: torch.Tensor, real: torch.Tensor | None, *args: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, weights = original(queries, keys, real, *args)
+        blocks.append(weights.numel())
+        return logits, weights
 
-    monkeypatch.setattr(mo, "masked_scores", recording)
+    monkeypatch.setattr(mo, "chunk_weights", recording)
     overview = model_overview(layers, chunk_bytes=chunk)
     assert max(blocks) * 4 <= chunk
     assert max(blocks) < 2 * n * n / 10
@@ -170,23 +172,23 @@ def test_folded_top_k_and_entropy_match_softmax(keys: int, k: int, rows: int, se
     generator = torch.Generator().manual_seed(seed)
     scores = torch.randn(1, 2, rows, keys, generator=generator) * 4
     weights = torch.softmax(scores, -1)
-    mass, entropy, top = chunk_stats.fold_rows(scores.clone(), [(0, keys)], k)
-    expected = weights.topk(min(k, keys), -1).values.sum(-1).sum(-1)
+    entropy, top = chunk_stats.row_statistics(scores, weights, k)
+    expected = weights.topk(min(k, keys), -1).values.sum(-1)
     torch.testing.assert_close(top, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(
-        entropy, -(weights * weights.clamp_min(1e-30).log()).sum(-1).sum(-1), atol=1e-4, rtol=1e-5
-    )
-    torch.testing.assert_close(mass[..., 0], torch.full_like(top, float(rows)))
+    torch.testing.assert_close(entropy, -(weights * weights.clamp_min(1e-30).log()).sum(-1), atol=1e-4, rtol=1e-5)
 
 
-def test_fold_rows_matches_softmax_statistics() -> None:
+def test_chunk_kernel_matches_softmax_statistics_with_padded_keys() -> None:
     generator = torch.Generator().manual_seed(1)
-    scores = torch.randn(2, 3, 5, 200, generator=generator) * 3
-    scores[..., 190:] = chunk_stats.MASKED_SCORE  # padded keys
-    weights = torch.softmax(scores, -1)
-    expected_entropy = -(weights * weights.clamp_min(1e-30).log()).sum(-1).sum(-1)
-    mass, entropy, top = chunk_stats.fold_rows(scores.clone(), [(0, 50), (50, 200)], 8)
+    queries = torch.randn(2, 3, 5, 16, generator=generator) * 3
+    keys = torch.randn(2, 3, 900, 16, generator=generator)
+    real = torch.arange(900) < 850  # padded keys at the end
+    buffers = chunk_stats.ChunkBuffers(2 * 3 * 5 * 900)
+    logits, weights = chunk_stats.chunk_weights(queries, keys, real, buffers)
+    reference = torch.softmax((queries * 0.25) @ keys.transpose(-1, -2) + torch.where(real, 0.0, -torch.inf), -1)
+    torch.testing.assert_close(weights, reference, atol=1e-6, rtol=1e-5)
+    expected_entropy = -(reference * reference.clamp_min(1e-30).log()).sum(-1)
+    entropy, top = chunk_stats.row_statistics(logits, weights, 8)
     torch.testing.assert_close(entropy, expected_entropy, atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(top, weights.topk(8, -1).values.sum(-1).sum(-1), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(mass[..., 0], weights[..., :50].sum(-1).sum(-1), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(mass.sum(-1), torch.full_like(top, 5.0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(top, reference.topk(8, -1).values.sum(-1), atol=1e-5, rtol=1e-5)
+    assert bool(torch.isfinite(entropy).all())

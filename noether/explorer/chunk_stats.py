@@ -1,69 +1,108 @@
-"""Row statistics of a chunk of attention scores with as few passes over the chunk as possible.
+"""The one chunk kernel behind every exact statistic: scores, softmax and row statistics of a block of query rows.
 
-The overview needs, per query row, the mass on each key group, the entropy and the top-k mass — not the weights
-themselves. The unnormalised weights are made once, in a reused buffer, and the entropy and group masses are read
-from them before they are normalised (which is never needed); the top-k is taken on the scores:
+The exact weight pass (pooled maps), the model overview (group masses) and the preview all fold the same thing: the
+softmax weights of a chunk of query rows against a pattern's keys, plus each row's entropy and top-k mass. Both
+chunk-sized tensors live in two buffers reused by every chunk (a fresh chunk-sized tensor costs its page faults
+again each time), and the statistics read the weights and logits once each:
 
-    e = exp(l - m),  s = Σ e,  w = e / s
-    H = -Σ w log w = log s - Σ e·(l - m) / s
-    top-k mass = Σ_top-k e / s,  group mass = Σ_group e / s
+    H = -Σ w log w = lse - Σ w·l,  lse = max(l) - log(max(w))
+    top-k mass = Σ of the k largest w, found among the blocks with the k largest block maxima
 """
+
+import math
 
 import torch
 
 MASKED_SCORE = torch.finfo(torch.float32).min
-"""Score of a padded key: exp() of it is exactly 0, and 0 times it is 0 (unlike -inf), so sums stay finite."""
+"""Score of a padded key: its weight is exactly 0, and 0 times it is 0 (unlike -inf), so sums stay finite."""
+TOP_K_BLOCK = 64
+"""Keys per block when top-k candidates are narrowed by block maxima (see :func:`top_k_mass`)."""
+
+
+class ChunkBuffers:
+    """Two chunk-sized fp32 buffers (logits, weights) reused by every chunk of a pass."""
+
+    def __init__(self, elements: int, device: torch.device | str = "cpu") -> None:
+        self._logits = torch.empty(elements, device=device)
+        self._weights = torch.empty(elements, device=device)
+
+    def fits(self, elements: int) -> bool:
+        return elements <= self._logits.numel()
+
+    def logits(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return self._logits[: math.prod(shape)].view(shape)
+
+    def weights(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return self._weights[: math.prod(shape)].view(shape)
 
 
 def masked_scores(
     queries: torch.Tensor, keys: torch.Tensor, real: torch.Tensor | None, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Scaled dot products in fp32; padded keys (``real`` False) get :data:`MASKED_SCORE`.
-
-    ``out``: a buffer to write them to (reusing one buffer saves the page faults of a fresh chunk-sized tensor).
-    """
+    """Scaled dot products in fp32; padded keys (``real`` False) get :data:`MASKED_SCORE`."""
     scores = torch.matmul(queries.float() * queries.shape[-1] ** -0.5, keys.transpose(-1, -2), out=out)
     if real is not None:
         scores.masked_fill_(~real, MASKED_SCORE)
     return scores
 
 
-def fold_rows(
-    scores: torch.Tensor,
-    bounds: list[tuple[int, int]],
-    k: int,
-    workspace: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-row statistics of a chunk of scores (..., rows, keys), summed over the rows.
+def chunk_weights(
+    queries: torch.Tensor, keys: torch.Tensor, real: torch.Tensor | None, buffers: ChunkBuffers | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and softmax weights (..., rows, keys) of a chunk of queries, written to ``buffers`` when given."""
+    shape = (*queries.shape[:-1], keys.shape[-2])
+    if buffers is None or not buffers.fits(math.prod(shape)):
+        logits = masked_scores(queries, keys, real)
+        return logits, torch.softmax(logits, dim=-1)
+    logits = masked_scores(queries, keys, real, out=buffers.logits(shape))
+    return logits, torch.ops.aten._softmax.out(logits, -1, False, out=buffers.weights(shape))
 
-    Args:
-        scores: Scaled dot products, padded keys at :data:`MASKED_SCORE`; overwritten (shifted by the row maxima).
-        bounds: (start, stop) of each key group inside the chunk's keys.
-        k: Top-k size (0 = skip).
-        workspace: A buffer of at least ``scores.numel()`` elements for the unnormalised weights.
 
-    Returns:
-        mass (..., groups): summed share of each group; entropy (...,): summed row entropy in nats;
-        top (...,): summed top-k mass.
+def row_entropy(
+    logits: torch.Tensor, weights: torch.Tensor, row_max_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """-Σ w log w per row without a logarithm per element (one dot product per row instead).
+
+    With w = exp(l - lse): H = lse - Σ w·l, and lse = max(l) - log(max(w)) from the row's largest entry alone.
+    Padded keys must be at :data:`MASKED_SCORE` (finite), not -inf. ``row_max_weight``: max(w), when known.
     """
-    k = min(k, scores.shape[-1])
-    row_max = scores.amax(-1)
-    # An unsorted top-k over the whole row: measured here (torch 2.13, CPU) as fast as narrowing the candidates by
-    # block maxima first, and simpler.
-    top_values = scores.topk(k, dim=-1, sorted=False).values if k else None
-    shifted = scores.sub_(row_max.unsqueeze(-1))
-    exp = torch.exp(shifted, out=None if workspace is None else workspace[: shifted.numel()].view(shifted.shape))
-    total = exp.sum(-1)
-    # einsum, not linalg.vecdot: on a freshly written operand vecdot ran ten times slower here (torch 2.13, CPU).
-    dot = torch.einsum("...k,...k->...", exp, shifted)
-    entropy = total.log() - dot / total
-    top = torch.zeros_like(total) if top_values is None else (top_values - row_max.unsqueeze(-1)).exp().sum(-1) / total
-    shares = []
-    for start, stop in bounds[:-1]:
-        shares.append(exp[..., start:stop].sum(-1) / total)
-    if bounds:
-        # The last group's share is what the others leave: one pass fewer over the chunk.
-        rest = 1.0 - torch.stack(shares, -1).sum(-1) if shares else torch.ones_like(total)
-        shares.append(rest)
-    mass = torch.stack(shares, -1).sum(-2) if shares else total.new_zeros(*total.shape[:-1], 0)
-    return mass, entropy.sum(-1), top.sum(-1)
+    if row_max_weight is None:
+        row_max_weight = weights.amax(-1)
+    lse = logits.amax(-1) - row_max_weight.log()
+    return lse - torch.linalg.vecdot(weights, logits)
+
+
+def _top_k_values(weights: torch.Tensor, k: int, block: int) -> torch.Tensor:
+    n = weights.shape[-1]
+    k = min(k, n)
+    blocks = n // block
+    if blocks <= 2 * k:
+        return weights.topk(k, dim=-1, sorted=False).values
+    body = blocks * block
+    # Block j holds keys j, j + blocks, j + 2·blocks, ...: its maxima are an element-wise max of `block` contiguous
+    # slices (a vectorised pass), not a reduction over short rows.
+    strided = weights[..., :body].unflatten(-1, (block, blocks))
+    chosen = strided.amax(-2).topk(k, dim=-1, sorted=False).indices
+    candidates = strided.gather(-1, chosen.unsqueeze(-2).expand(*chosen.shape[:-1], block, k)).flatten(-2)
+    if body < n:
+        candidates = torch.cat([candidates, weights[..., body:]], dim=-1)
+    return candidates.topk(k, dim=-1, sorted=False).values
+
+
+def top_k_mass(weights: torch.Tensor, k: int, block: int = TOP_K_BLOCK) -> torch.Tensor:
+    """Sum of the ``k`` largest entries of each row (last dim), without a top-k over the whole row.
+
+    A row's k largest entries lie in the k blocks with the largest block maxima (a block holding one of them has a
+    maximum at least that large, and fewer than k other blocks can hold a larger entry), so one max per block, a
+    top-k over the block maxima and one over k · block candidates give the exact answer at a fraction of a full-row
+    top-k's cost. Any partition into blocks works; strided blocks make the maxima one vectorised pass.
+    """
+    return _top_k_values(weights, k, block).sum(-1)
+
+
+def row_statistics(logits: torch.Tensor, weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropy (nats) and top-k mass of every row of a chunk; the row maximum comes with the top-k for free."""
+    if k <= 0:
+        return row_entropy(logits, weights), torch.zeros(weights.shape[:-1], device=weights.device)
+    top = _top_k_values(weights, k, TOP_K_BLOCK)
+    return row_entropy(logits, weights, top.amax(-1)), top.sum(-1)

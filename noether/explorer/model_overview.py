@@ -8,7 +8,6 @@ The weights are recomputed with the layer's own projections in cache-sized query
 caller can keep it and redraw any head or statistic without recomputing.
 """
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -16,7 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from noether.explorer.chunk_stats import fold_rows, masked_scores
+from noether.explorer.chunk_stats import ChunkBuffers, chunk_weights, row_statistics
 from noether.explorer.layout import TokenLayout
 from noether.explorer.run import ExplorerRun
 from noether.explorer.weights import DEFAULT_CHUNK_BYTES, WeightOptions, _pattern_keys, chunk_rows
@@ -174,22 +173,20 @@ def layer_statistics(
         pattern = layout.pattern_of(group.name)
         key_tensor, real, segments = _pattern_keys(layout, keys, list(pattern.key_value_tokens), run.key_real())
         step = chunk_rows(batch, heads, key_tensor.shape[2], 1, chunk_bytes)
-        bounds = [(seg.start, seg.start + seg.size) for seg in segments]
-        # Two chunk-sized buffers reused by every chunk of the group: fresh ones would page-fault each time.
-        elements = batch * heads * min(step, group.size) * key_tensor.shape[2]
-        buffers = [torch.empty(elements, device=key_tensor.device) for _ in range(2)]
+        buffers = ChunkBuffers(batch * heads * min(step, group.size) * key_tensor.shape[2], key_tensor.device)
         assert group.query_offset is not None
         for start in range(0, group.size, step):
             part = slice(group.query_offset + start, group.query_offset + min(group.size, start + step))
             freqs = None if freqs_queries is None else freqs_queries[:, part]
             queries = core.project_queries(x_queries[:, part], freqs=freqs)
-            shape = (*queries.shape[:-1], key_tensor.shape[2])
-            scores = masked_scores(queries, key_tensor, real, out=buffers[0][: math.prod(shape)].view(shape))
-            group_shares, row_entropy_sum, top_sum = fold_rows(scores, bounds, top_k, workspace=buffers[1])
-            for j, seg in enumerate(segments):
-                mass[:, :, qi, seg.index] += group_shares[..., j].cpu()
-            entropy[:, :, qi] += row_entropy_sum.cpu()
-            top[:, :, qi] += top_sum.cpu()
+            logits, weights = chunk_weights(queries, key_tensor, real, buffers)
+            row_entropy, row_top = row_statistics(logits, weights, top_k)
+            # Rows first (one vectorised pass), then each group's keys of the per-key sums.
+            per_key = weights.sum(-2)
+            for seg in segments:
+                mass[:, :, qi, seg.index] += per_key[..., seg.start : seg.start + seg.size].sum(-1).cpu()
+            entropy[:, :, qi] += row_entropy.sum(-1).cpu()
+            top[:, :, qi] += row_top.sum(-1).cpu()
             done += part.stop - part.start
             if progress is not None:
                 progress(done)

@@ -14,16 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from noether.explorer.chunk_stats import chunk_weights, row_statistics
 from noether.explorer.layout import PoolGrid, TokenLayout
-from noether.explorer.weights import (
-    Cancelled,
-    WeightResult,
-    _pattern_keys,
-    head_mean,
-    pool_dim,
-    row_entropy,
-    top_k_mass,
-)
+from noether.explorer.weights import Cancelled, WeightResult, _pattern_keys, head_mean, pool_dim
 from noether.modeling.modules.attention.anchor_attention import MixedAttention
 
 PREVIEW_ELEMENTS = 2**25
@@ -148,10 +141,7 @@ def preview_weight_maps(
             picked = torch.as_tensor(sample.rows[part], device=device)
             freqs = None if freqs_queries is None else freqs_queries[:, picked]
             queries = core.project_queries(x_queries[:, picked], freqs=freqs)
-            logits = (queries.float() * queries.shape[-1] ** -0.5) @ key_tensor.transpose(-1, -2)
-            if real is not None:
-                logits.masked_fill_(~real, float("-inf"))
-            weights = torch.softmax(logits, dim=-1)
+            logits, weights = chunk_weights(queries, key_tensor, real)
             scale = torch.as_tensor(sample.weights[part], dtype=torch.float32, device=device)
             bins = torch.as_tensor(sample.rows[part] // grid.factor)
             mean_heads = head_mean(weights)
@@ -171,8 +161,9 @@ def preview_weight_maps(
                 head_max[..., span].scatter_reduce_(1, head_index, mean_max.cpu(), "amax")
                 mass[:, :, torch.as_tensor(part), seg.index] = weights[..., cut].sum(-1).cpu()
                 received[..., seg.key_offset : seg.key_offset + seg.size] += received_part[..., cut]
-            entropy[:, :, torch.as_tensor(part)] = row_entropy(logits, weights, real is not None).cpu()
-            top[:, :, torch.as_tensor(part)] = top_k_mass(weights, top_k).cpu()
+            row_entropy, row_top = row_statistics(logits, weights, top_k)
+            entropy[:, :, torch.as_tensor(part)] = row_entropy.cpu()
+            top[:, :, torch.as_tensor(part)] = row_top.cpu()
     counts_grid = torch.outer(
         torch.as_tensor(grid.bin_sizes(), dtype=torch.float32), torch.as_tensor(cols.bin_sizes(), dtype=torch.float32)
     )

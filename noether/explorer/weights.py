@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from noether.explorer.chunk_stats import ChunkBuffers, chunk_weights, row_statistics
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.modeling.modules.attention.anchor_attention import MixedAttention
 
@@ -24,8 +25,6 @@ DEFAULT_CHUNK_BYTES = 16 * 2**20
 per-op overhead stays small (measured fastest of 4/8/16/32/64 MiB on a 32 MiB-L3 CPU)."""
 PROGRESS_STEPS = 200
 """Progress reports per pass: a callback per chunk (thousands at 100k tokens) costs more than the chunks in a UI."""
-TOP_K_BLOCK = 64
-"""Keys per block when top-k candidates are narrowed by block maxima (see :func:`top_k_mass`)."""
 
 
 class Cancelled(Exception):
@@ -174,7 +173,6 @@ class _Pass:
         row0: int,
         segments: list[_Segment],
         logits: torch.Tensor,
-        masked: bool,
     ) -> None:
         """Fold weights (batch, heads, rows, pattern keys) of query rows starting at global ``row0``."""
         opts = self.opts
@@ -210,8 +208,9 @@ class _Pass:
             self.group_mass[:, :, query_index, seg.index] += per_key[..., cols].sum(-1).to(cpu)
             self.received[..., seg.key_offset : seg.key_offset + seg.size] += per_key[..., cols].to(cpu)
         if self.entropy is not None and self.top_k_mass is not None:
-            self.entropy[:, :, query_index] += row_entropy(logits, weights, masked).sum(-1).to(cpu)
-            self.top_k_mass[:, :, query_index] += top_k_mass(weights, opts.top_k).sum(-1).to(cpu)
+            entropy, top = row_statistics(logits, weights, opts.top_k)
+            self.entropy[:, :, query_index] += entropy.sum(-1).to(cpu)
+            self.top_k_mass[:, :, query_index] += top.sum(-1).to(cpu)
 
     def result(self) -> WeightResult:
         counts = torch.outer(
@@ -274,39 +273,6 @@ def _scores(queries: torch.Tensor, keys: torch.Tensor, real: torch.Tensor | None
     return torch.softmax(_logits(queries, keys, real), dim=-1)
 
 
-def row_entropy(logits: torch.Tensor, weights: torch.Tensor, masked: bool) -> torch.Tensor:
-    """-sum(w log w) per row without a logarithm per element.
-
-    With w = exp(s - lse): H = lse - sum(w s), and lse = max(s) - log(max(w)) from the row's largest entry alone,
-    so the pass costs one multiply-add per element instead of a log (the costliest part of the statistics).
-    ``masked``: some logits are -inf (padded keys), whose 0 * -inf must not poison the sum.
-    """
-    lse = logits.amax(-1) - weights.amax(-1).log()
-    finite = logits.masked_fill(weights == 0, 0.0) if masked else logits
-    return lse - torch.linalg.vecdot(weights, finite)
-
-
-def top_k_mass(weights: torch.Tensor, k: int, block: int = TOP_K_BLOCK) -> torch.Tensor:
-    """Sum of the ``k`` largest entries of each row (last dim), without a top-k over the whole row.
-
-    A row's k largest entries lie in the k blocks with the largest block maxima (a block holding one of them has
-    a maximum at least that large, and fewer than k other blocks can hold a larger entry), so one max per block
-    of ``block`` keys, a top-k over the block maxima and one over k * block candidates give the exact answer at a
-    fraction of a full-row top-k's cost.
-    """
-    n = weights.shape[-1]
-    k = min(k, n)
-    body = n // block * block
-    if body // block <= 2 * k:
-        return weights.topk(k, dim=-1).values.sum(-1)
-    blocks = weights[..., :body].unflatten(-1, (body // block, block))
-    chosen = blocks.amax(-1).topk(k, dim=-1).indices
-    candidates = blocks.gather(-2, chosen.unsqueeze(-1).expand(*chosen.shape, block)).flatten(-2)
-    if body < n:
-        candidates = torch.cat([candidates, weights[..., body:]], dim=-1)
-    return candidates.topk(k, dim=-1).values.sum(-1)
-
-
 def head_mean(weights: torch.Tensor) -> torch.Tensor:
     """Mean over dim 1 as element-wise adds of head slices: several times faster than a strided reduction."""
     total = weights[:, 0].clone()
@@ -363,6 +329,7 @@ def attention_weight_maps(
         pattern = layout.pattern_of(group.name)
         key_tensor, real, segments = _pattern_keys(layout, keys, list(pattern.key_value_tokens), key_real)
         step = chunk_rows(batch, heads, key_tensor.shape[2], rows.factor, opts.chunk_bytes)
+        buffers = ChunkBuffers(batch * heads * min(step, group.size) * key_tensor.shape[2], key_tensor.device)
         assert group.query_offset is not None
         start = 0
         while start < group.size:
@@ -375,8 +342,8 @@ def attention_weight_maps(
             part = slice(row0, group.query_offset + stop)
             freqs = None if freqs_queries is None else freqs_queries[:, part]
             queries = core.project_queries(x_queries[:, part], freqs=freqs)
-            logits = _logits(queries, key_tensor, real)
-            state.add_chunk(torch.softmax(logits, dim=-1), query_index, row0, segments, logits, real is not None)
+            logits, weights = chunk_weights(queries, key_tensor, real, buffers)
+            state.add_chunk(weights, query_index, row0, segments, logits)
             done += stop - start
             start = stop
             step_now = done * PROGRESS_STEPS // total
