@@ -15,8 +15,9 @@ import torch
 
 MASKED_SCORE = torch.finfo(torch.float32).min
 """Score of a padded key: its weight is exactly 0, and 0 times it is 0 (unlike -inf), so sums stay finite."""
-TOP_K_BLOCK = 64
-"""Keys per block when top-k candidates are narrowed by block maxima (see :func:`top_k_mass`)."""
+TOP_K_BLOCK: int | None = None
+"""Keys per block when top-k candidates are narrowed by block maxima (see :func:`top_k_mass`); None picks the
+power of two nearest sqrt(keys / k), which balances the top-k over block maxima against the one over candidates."""
 
 
 class ChunkBuffers:
@@ -65,16 +66,20 @@ def row_entropy(
 
     With w = exp(l - lse): H = lse - Σ w·l, and lse = max(l) - log(max(w)) from the row's largest entry alone.
     Padded keys must be at :data:`MASKED_SCORE` (finite), not -inf. ``row_max_weight``: max(w), when known.
+    ``logits`` is overwritten (with w·l): an in-place product reads the chunk once and allocates nothing, where
+    ``linalg.vecdot`` or ``einsum`` wrote a fresh chunk-sized product (the costliest statistic, measured).
     """
     if row_max_weight is None:
         row_max_weight = weights.amax(-1)
     lse = logits.amax(-1) - row_max_weight.log()
-    return lse - torch.linalg.vecdot(weights, logits)
+    return lse - logits.mul_(weights).sum(-1)
 
 
-def _top_k_values(weights: torch.Tensor, k: int, block: int) -> torch.Tensor:
+def _top_k_values(weights: torch.Tensor, k: int, block: int | None) -> torch.Tensor:
     n = weights.shape[-1]
     k = min(k, n)
+    if block is None:
+        block = 2 ** max(0, round(math.log2(math.sqrt(n / max(k, 1)))))
     blocks = n // block
     if blocks <= 2 * k:
         return weights.topk(k, dim=-1, sorted=False).values
@@ -89,7 +94,7 @@ def _top_k_values(weights: torch.Tensor, k: int, block: int) -> torch.Tensor:
     return candidates.topk(k, dim=-1, sorted=False).values
 
 
-def top_k_mass(weights: torch.Tensor, k: int, block: int = TOP_K_BLOCK) -> torch.Tensor:
+def top_k_mass(weights: torch.Tensor, k: int, block: int | None = TOP_K_BLOCK) -> torch.Tensor:
     """Sum of the ``k`` largest entries of each row (last dim), without a top-k over the whole row.
 
     A row's k largest entries lie in the k blocks with the largest block maxima (a block holding one of them has a
@@ -101,7 +106,10 @@ def top_k_mass(weights: torch.Tensor, k: int, block: int = TOP_K_BLOCK) -> torch
 
 
 def row_statistics(logits: torch.Tensor, weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Entropy (nats) and top-k mass of every row of a chunk; the row maximum comes with the top-k for free."""
+    """Entropy (nats) and top-k mass of every row of a chunk; the row maximum comes with the top-k for free.
+
+    ``logits`` is overwritten (see :func:`row_entropy`); ``weights`` is left as it is.
+    """
     if k <= 0:
         return row_entropy(logits, weights), torch.zeros(weights.shape[:-1], device=weights.device)
     top = _top_k_values(weights, k, TOP_K_BLOCK)
