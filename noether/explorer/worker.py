@@ -1,33 +1,36 @@
-"""The exact weight pass in a background thread: cancellable between chunks, progress readable from any thread.
+"""Long passes in a background thread: cancellable between steps, progress readable from any thread.
 
-No UI calls happen here: a page polls :class:`ExactJob` (``fraction``, ``message``, ``state``) and reads ``result``
-when it is done. :class:`JobKeeper` keeps one job per scenario key, so a repeated request reuses the running or
-finished pass, and a request for another key (an edited layer) stops the running pass and starts afresh.
+The exact weight pass runs here, and so does the backend measurement (FlexAttention's first call compiles for
+minutes on a CPU). No UI calls happen here: a page polls :class:`ExactJob` (``fraction``, ``message``, ``state``)
+and reads ``result`` when it is done. :class:`JobKeeper` keeps one job per scenario key, so a repeated request
+reuses the running or finished pass, and a request for another key (an edited layer) stops the running pass and
+starts afresh.
 """
 
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import torch
 
 from noether.explorer.problems import ExplorerError
-from noether.explorer.weights import Cancelled, WeightResult
+from noether.explorer.weights import Cancelled
 
-Compute = Callable[[Callable[[float, str], None], threading.Event], WeightResult]
+T = TypeVar("T")
+Compute = Callable[[Callable[[float, str], None], threading.Event], T]
 State = Literal["running", "done", "stopped", "failed"]
 
 
-class ExactJob:
+class ExactJob(Generic[T]):
     """One computation in a daemon thread; ``stop()`` sets the event the computation checks between chunks."""
 
-    def __init__(self, key: Hashable, compute: Compute) -> None:
+    def __init__(self, key: Hashable, compute: Compute[T]) -> None:
         self.key = key
         self.fraction = 0.0
         self.message = "starting"
-        self.result: WeightResult | None = None
+        self.result: T | None = None
         self.error: str | None = None
         self.seconds = 0.0
         self._compute = compute
@@ -39,7 +42,7 @@ class ExactJob:
         self.threads = torch.get_num_threads()
         self._thread = threading.Thread(target=self._work, name=f"exact-pass-{key}", daemon=True)
 
-    def start(self) -> "ExactJob":
+    def start(self) -> "ExactJob[T]":
         self._thread.start()
         return self
 
@@ -80,19 +83,19 @@ class ExactJob:
         return "stopped" if self._stopped else "failed"
 
 
-class JobKeeper:
+class JobKeeper(Generic[T]):
     """Jobs by scenario key: repeated requests share a job; a new key stops the running ones."""
 
     def __init__(self, keep: int = 4) -> None:
-        self._jobs: OrderedDict[Hashable, ExactJob] = OrderedDict()
+        self._jobs: OrderedDict[Hashable, ExactJob[T]] = OrderedDict()
         self._keep = keep
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> ExactJob | None:
+    def get(self, key: Hashable) -> ExactJob[T] | None:
         with self._lock:
             return self._jobs.get(key)
 
-    def submit(self, key: Hashable, compute: Compute) -> ExactJob:
+    def submit(self, key: Hashable, compute: Compute[T]) -> ExactJob[T]:
         """The job for ``key``: the kept one unless it was stopped or failed, else a new one (started)."""
         with self._lock:
             job = self._jobs.get(key)

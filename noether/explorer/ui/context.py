@@ -143,14 +143,14 @@ def gate(ctx: Context, what: str, estimate: Any, button: str) -> bool:
     return False
 
 
-def exact_jobs() -> JobKeeper:
+def exact_jobs() -> JobKeeper[WeightResult]:
     """This session's background exact passes (one per run key; a new key stops the running one)."""
     if EXACT_JOBS not in ss:
-        ss[EXACT_JOBS] = JobKeeper()
+        ss[EXACT_JOBS] = JobKeeper[WeightResult]()
     return ss[EXACT_JOBS]
 
 
-def start_exact(ctx: Context, run: ExplorerRun) -> ExactJob:
+def start_exact(ctx: Context, run: ExplorerRun) -> ExactJob[WeightResult]:
     """The background exact pass of this run (the running or finished one if there is one)."""
     ss.setdefault(STOPPED, set()).discard(ctx.run_key)
 
