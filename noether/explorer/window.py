@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import torch
 
+from noether.explorer.chunk_stats import ChunkBuffers, chunk_weights
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.problems import ExplorerError, Problem
-from noether.explorer.weights import DEFAULT_CHUNK_BYTES, WeightResult, _logits, _pattern_keys, head_mean, pool_dim
+from noether.explorer.weights import DEFAULT_CHUNK_BYTES, WeightResult, _pattern_keys, head_mean, pool_dim
 from noether.modeling.modules.attention.anchor_attention import MixedAttention
 
 WINDOW_SYNTAX = "Q0:Q1,K0:K1"
@@ -107,11 +108,12 @@ def window_weights(
         if not overlaps:
             continue
         step = max(1, chunk_bytes // (4 * batch * heads * max(key_tensor.shape[2], 1)))
+        buffers = ChunkBuffers(batch * heads * min(step, hi - lo) * key_tensor.shape[2], key_tensor.device)
         for start in range(lo, hi, step):
             stop = min(hi, start + step)
             freqs = None if freqs_queries is None else freqs_queries[:, start:stop]
             queries = core.project_queries(x_queries[:, start:stop], freqs=freqs)
-            weights = torch.softmax(_logits(queries, key_tensor, real), dim=-1)
+            _, weights = chunk_weights(queries, key_tensor, real, buffers)
             for column, width, offset in overlaps:
                 part = weights[..., column : column + width]
                 row0, block = pool_dim(part, 2, start - window.q0, rows.factor, "sum")
