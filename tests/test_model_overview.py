@@ -192,3 +192,18 @@ def test_chunk_kernel_matches_softmax_statistics_with_padded_keys() -> None:
     torch.testing.assert_close(entropy, expected_entropy, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(top, reference.topk(8, -1).values.sum(-1), atol=1e-5, rtol=1e-5)
     assert bool(torch.isfinite(entropy).all())
+
+
+@settings(max_examples=40)
+@given(
+    keys=st.integers(1, 2000),
+    k=st.integers(1, 12),
+    block=st.sampled_from([None, 1, 3, 16, 64]),
+    seed=st.integers(0, 2**16),
+)
+def test_top_k_finds_the_row_maximum_key(keys: int, k: int, block: int | None, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.softmax(torch.randn(2, 3, keys, generator=generator) * 5, -1)
+    values, best = chunk_stats._top_k(weights, k, block)
+    torch.testing.assert_close(values.sum(-1), weights.topk(min(k, keys), -1).values.sum(-1))
+    torch.testing.assert_close(weights.gather(-1, best).squeeze(-1), weights.amax(-1), atol=0, rtol=0)

@@ -60,38 +60,48 @@ def chunk_weights(
 
 
 def row_entropy(
-    logits: torch.Tensor, weights: torch.Tensor, row_max_weight: torch.Tensor | None = None
+    logits: torch.Tensor,
+    weights: torch.Tensor,
+    row_max_weight: torch.Tensor | None = None,
+    row_max_logit: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """-Σ w log w per row without a logarithm per element (one dot product per row instead).
 
     With w = exp(l - lse): H = lse - Σ w·l, and lse = max(l) - log(max(w)) from the row's largest entry alone.
-    Padded keys must be at :data:`MASKED_SCORE` (finite), not -inf. ``row_max_weight``: max(w), when known.
+    Padded keys must be at :data:`MASKED_SCORE` (finite), not -inf. ``row_max_weight``, ``row_max_logit``: max(w)
+    and the logit at the same key, when known (each saves a pass over the chunk).
     ``logits`` is overwritten (with w·l): an in-place product reads the chunk once and allocates nothing, where
     ``linalg.vecdot`` or ``einsum`` wrote a fresh chunk-sized product (the costliest statistic, measured).
     """
-    if row_max_weight is None:
-        row_max_weight = weights.amax(-1)
-    lse = logits.amax(-1) - row_max_weight.log()
+    if row_max_weight is None or row_max_logit is None:
+        row_max_weight, row_max_logit = weights.amax(-1), logits.amax(-1)
+    lse = row_max_logit - row_max_weight.log()
     return lse - logits.mul_(weights).sum(-1)
 
 
-def _top_k_values(weights: torch.Tensor, k: int, block: int | None) -> torch.Tensor:
+def _top_k(weights: torch.Tensor, k: int, block: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest entries of each row (unsorted) and the key index of the row's largest one (..., 1)."""
     n = weights.shape[-1]
     k = min(k, n)
     if block is None:
         block = 2 ** max(0, round(math.log2(math.sqrt(n / max(k, 1)))))
     blocks = n // block
     if blocks <= 2 * k:
-        return weights.topk(k, dim=-1, sorted=False).values
+        values, index = weights.topk(k, dim=-1, sorted=False)
+        return values, index.gather(-1, values.argmax(-1, keepdim=True))
     body = blocks * block
-    # Block j holds keys j, j + blocks, j + 2·blocks, ...: its maxima are an element-wise max of `block` contiguous
+    # Block c holds keys c, c + blocks, c + 2·blocks, ...: its maxima are an element-wise max of `block` contiguous
     # slices (a vectorised pass), not a reduction over short rows.
     strided = weights[..., :body].unflatten(-1, (block, blocks))
     chosen = strided.amax(-2).topk(k, dim=-1, sorted=False).indices
     candidates = strided.gather(-1, chosen.unsqueeze(-2).expand(*chosen.shape[:-1], block, k)).flatten(-2)
     if body < n:
         candidates = torch.cat([candidates, weights[..., body:]], dim=-1)
-    return candidates.topk(k, dim=-1, sorted=False).values
+    values, position = candidates.topk(k, dim=-1, sorted=False)
+    # Candidate p = i·k + j is key i·blocks + chosen[j]; candidates past block·k are the trailing keys in order.
+    best = position.gather(-1, values.argmax(-1, keepdim=True))
+    inside = (best // k) * blocks + chosen.gather(-1, best % k)
+    return values, torch.where(best < block * k, inside, best - block * k + body)
 
 
 def top_k_mass(weights: torch.Tensor, k: int, block: int | None = TOP_K_BLOCK) -> torch.Tensor:
@@ -102,7 +112,7 @@ def top_k_mass(weights: torch.Tensor, k: int, block: int | None = TOP_K_BLOCK) -
     top-k over the block maxima and one over k · block candidates give the exact answer at a fraction of a full-row
     top-k's cost. Any partition into blocks works; strided blocks make the maxima one vectorised pass.
     """
-    return _top_k_values(weights, k, block).sum(-1)
+    return _top_k(weights, k, block)[0].sum(-1)
 
 
 def row_statistics(logits: torch.Tensor, weights: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,5 +122,6 @@ def row_statistics(logits: torch.Tensor, weights: torch.Tensor, k: int) -> tuple
     """
     if k <= 0:
         return row_entropy(logits, weights), torch.zeros(weights.shape[:-1], device=weights.device)
-    top = _top_k_values(weights, k, TOP_K_BLOCK)
-    return row_entropy(logits, weights, top.amax(-1)), top.sum(-1)
+    top, best = _top_k(weights, k, TOP_K_BLOCK)
+    row_max_logit = logits.gather(-1, best).squeeze(-1)
+    return row_entropy(logits, weights, top.amax(-1), row_max_logit), top.sum(-1)
