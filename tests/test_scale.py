@@ -256,3 +256,17 @@ def test_render_option_problems_are_named(
         result = int(exit_.code or 0)
     err = capsys.readouterr().err
     assert result == code and expected in err and "Traceback" not in err
+
+
+def test_backend_timing_runs_as_a_job_and_flex_only_when_asked(small: ExplorerRun) -> None:
+    from noether.explorer.ui.view_cost import WITHOUT_FLEX, measure
+
+    keeper: JobKeeper[list[Any]] = JobKeeper()
+    job = keeper.submit("quick", measure(small, WITHOUT_FLEX))
+    assert job.wait(120) and job.state == "done", job.error
+    assert job.result is not None
+    assert [t.name for t in job.result] == ["per-pattern MixedAttention", "dense masked SDPA"]
+    # A fresh run (the first one keeps its timings and would not report progress again).
+    stopped = ExactJob("stopped", measure(ExplorerRun(scenario_of(WEIGHT_DOC)), WITHOUT_FLEX))
+    stopped.stop()  # set before the job starts: the first progress report ends it
+    assert stopped.start().wait(60) and stopped.state == "stopped"
