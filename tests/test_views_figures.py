@@ -277,7 +277,7 @@ def big_figures(layout: TokenLayout, budget: int) -> dict[str, go.Figure]:
     return figures
 
 
-@pytest.mark.parametrize("budget", [256, 400, 512])  # 400 = DISPLAY_BINS of app.py
+@pytest.mark.parametrize("budget", [256, 400, 512])  # 400 = DISPLAY_BINS of the app (noether.explorer.ui.context)
 def test_figure_payloads_stay_small_at_100k_tokens(big_layout: TokenLayout, budget: int) -> None:
     for name, fig in big_figures(big_layout, budget).items():
         size = len(fig.to_json())

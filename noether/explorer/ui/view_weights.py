@@ -1,0 +1,106 @@
+"""The Weights view: pooled attention-weight maps per head and the exact weights of one query token."""
+
+import streamlit as st
+
+from noether.explorer import views
+from noether.explorer.figures import heatmap, map_figure, mark_query_row, row_figure
+from noether.explorer.png import map_png
+from noether.explorer.ui.context import DISPLAY_BINS, Context, compute_weights
+from noether.explorer.ui.state import ss
+from noether.explorer.ui.widgets import batch_picker, chart, ensure, guarded, query_picker
+
+# Pixels per axis of the small maps when all heads are shown side by side.
+GRID_BINS = 200
+MAX_GRID_HEADS = 8
+
+
+@st.fragment
+def render(ctx: Context) -> None:
+    guarded("Weights", _weights_view, ctx)
+
+
+def _weights_view(ctx: Context) -> None:
+    assert ctx.scenario is not None and ctx.mask is not None
+    result = compute_weights(ctx)
+    if result is None:
+        return
+    layout, heads = ctx.mask.layout, ctx.scenario.attention.num_heads
+    head_choices = views.head_options(heads, with_all=True)
+    ensure("v_head", head_choices, "mean")
+    ensure("v_pooling", ["mean", "max"], "mean")
+    ensure("v_colour", ["linear", "log"], "linear")
+    ss.setdefault("v_shared", True)
+    has_batch = ctx.scenario.run.batch_size > 1
+    cols = st.columns([1, 1.4, 1, 1, 1.4] if has_batch else [1.4, 1, 1, 1.4], vertical_alignment="bottom")
+    if has_batch:
+        with cols[0]:
+            batch = batch_picker(ctx)
+        cols = cols[1:]
+    else:
+        batch = 0
+    head = cols[0].selectbox("Head", head_choices, format_func=views.head_label, key="v_head")
+    pooling = cols[1].radio(
+        "Pooling",
+        ["mean", "max"],
+        key="v_pooling",
+        horizontal=True,
+        help="mean: average weight of the pairs in a cell. max: the largest one (finds peaks).",
+    )
+    log_colour = cols[2].radio("Colour", ["linear", "log"], key="v_colour", horizontal=True) == "log"
+    shared = cols[3].checkbox("Same colour scale for all heads", key="v_shared")
+    zrange = views.head_colour_range(result, batch, pooling, log=log_colour) if shared else None
+    zmin, zmax = zrange if zrange else (None, None)
+    row = None
+    if head == views.ALL_HEADS:
+        shown = list(range(min(heads, MAX_GRID_HEADS)))
+        if heads > MAX_GRID_HEADS:
+            st.caption(f"Showing the first {MAX_GRID_HEADS} of {heads} heads; pick a head for the others.")
+        grid = st.columns(2)
+        for head_index, (values, rows, columns) in zip(
+            shown, views.weight_maps(result, GRID_BINS, batch, shown, pooling), strict=True
+        ):
+            fig = heatmap(
+                values,
+                views.query_axis(layout, rows),
+                views.key_axis(layout, columns),
+                f"head {head_index} ({views.grid_note(rows, columns)})",
+                zmin=zmin,
+                zmax=zmax,
+                log=log_colour,
+                colorbar_title="weight",
+            )
+            fig.update_layout(height=460)
+            with grid[head_index % 2]:
+                chart(fig)
+    else:
+        spec = views.weights_map(result, layout, DISPLAY_BINS, batch, head, pooling, log=log_colour, zrange=zrange)
+        st.markdown("**Query token** (its row is outlined on the map; its exact weights are below)")
+        row = query_picker(ctx)
+        fig = map_figure(spec)
+        if row is not None:
+            mark_query_row(fig, spec.grid[0].bin_of(row), spec.values.shape[1])
+        chart(fig)
+        st.download_button(
+            "Download this map as PNG",
+            data=lambda: map_png(spec),
+            file_name="attention_weights.png",
+            mime="image/png",
+            on_click="ignore",
+        )
+    st.caption(
+        "Softmax weights pooled onto the grid: a cell shows the mean (or max) weight of the query-key pairs it "
+        "covers, 0 where the rules block attention. Pooled values are averages, not sums: a query's row of exact "
+        "weights sums to 1. The colour scale is "
+        + ("shared by all heads and the head mean." if shared else "fitted to this map.")
+    )
+    if row is not None:
+        run = ctx.run
+        assert run is not None
+        group, index = layout.query_group_at(row)
+        values = views.row_weights(run, row, batch, head if head != views.ALL_HEADS else "mean")
+        title = f"Exact weights of token {index:,} of {group.name} ({views.head_label(head)})"
+        chart(row_figure(values, layout, title))
+        st.caption(
+            f"Exact, not pooled: query row {row:,} against all {layout.n_keys:,} keys; 0 where the rules block "
+            "attention."
+        )
