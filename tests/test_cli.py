@@ -20,7 +20,7 @@ CORPUS = Path(__file__).parent / "corpus"
 BAD_FILES = sorted((CORPUS / "bad").iterdir())
 GOOD_FILES = sorted((CORPUS / "good").iterdir())
 EXPECTED: dict[str, list[str]] = yaml.safe_load((CORPUS / "expected.yaml").read_text(encoding="utf-8"))
-COMMANDS = ["validate", "export", "schema", "render", "bench"]
+COMMANDS = ["validate", "export", "schema", "render", "bench", "examples", "app"]
 SMALL = CORPUS / "good" / "minimal_mixed.yaml"
 
 
