@@ -122,11 +122,15 @@ def test_installed_package_is_the_wheel_not_the_repository(installed: Installed)
         str(installed.venv / "bin" / "python"),
         "-c",
         "import sys, noether, importlib.metadata as m; "
-        "print(noether.__file__); print(m.version('noether-attention-explorer')); print('\\n'.join(sys.path))",
+        "from noether.explorer.presets import load_preset; from noether.explorer.pointcloud import SAMPLE_PATH; "
+        "load_preset('self_anchor'); assert SAMPLE_PATH.is_file(), SAMPLE_PATH; "
+        "print(noether.__file__); print(SAMPLE_PATH); print(m.version('noether-attention-explorer')); "
+        "print('\\n'.join(sys.path))",
     )
     assert done.returncode == 0, done.stderr
-    location, version, *path = done.stdout.splitlines()
+    location, sample, version, *path = done.stdout.splitlines()
     assert Path(location).is_relative_to(installed.site_packages)
+    assert Path(sample).is_relative_to(installed.site_packages)
     assert version == noether.__version__
     assert not any(entry and Path(entry).resolve() == ROOT for entry in path), path
 
@@ -135,26 +139,15 @@ def test_installed_package_is_the_wheel_not_the_repository(installed: Installed)
 
 
 def test_installed_examples_validate_and_render(installed: Installed) -> None:
-    done = installed.cli("examples")
+    done = installed.cli("examples", "--paths")
     assert done.returncode == 0, done.stderr
-    assert [line.split()[0] for line in done.stdout.splitlines()] == [preset.key for preset in PRESETS]
-    paths = installed.cli("examples", "--paths").stdout.splitlines()
-    assert len(paths) == len(PRESETS)
+    paths = done.stdout.splitlines()
+    assert [Path(path).stem for path in paths] == [Path(preset.file).stem for preset in PRESETS]
     assert all(Path(path).is_relative_to(installed.site_packages) and Path(path).is_file() for path in paths), paths
 
     done = installed.cli("validate", *paths)
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == len(PRESETS)
-
-    done = installed.run(
-        str(installed.venv / "bin" / "python"),
-        "-c",
-        "from noether.explorer.presets import load_preset; from noether.explorer.pointcloud import SAMPLE_PATH; "
-        "load_preset('self_anchor'); print(SAMPLE_PATH.is_file(), SAMPLE_PATH)",
-    )
-    assert done.returncode == 0, done.stderr
-    exists, sample = done.stdout.split(maxsplit=1)
-    assert exists == "True" and Path(sample.strip()).is_relative_to(installed.site_packages)
 
     # The default example takes its positions from the sample point cloud.
     out = installed.workdir / "weights.png"
