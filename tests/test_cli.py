@@ -378,6 +378,7 @@ def console_script() -> str:
     return found
 
 
+@pytest.mark.slow  # a fresh process imports torch and the engine
 def test_console_script_over_the_whole_corpus():
     files = [str(path) for path in BAD_FILES + GOOD_FILES]
     result = subprocess.run(

@@ -301,6 +301,7 @@ def test_alias_bomb_is_refused_with_bounded_work_and_memory(work: ParseWork):
     assert_no_expansion(work, bomb)
 
 
+@pytest.mark.slow  # composes 40,000 nodes under tracemalloc; the small bomb above covers the fast loop
 def test_alias_bomb_of_maximal_size_is_refused_with_bounded_work_and_memory(work: ParseWork):
     # As many aliases as fit under the size limit, each referring to the previous level twice.
     lines = ["a0: &a0 [x, x]"] + [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 10_000)]
