@@ -35,6 +35,8 @@ from noether.modeling.modules.attention import (
     MixedAttention,
     MixedAttentionConfig,
     MultiBranchAnchorAttentionConfig,
+    PerceiverAttention,
+    PerceiverAttentionConfig,
     SelfAnchorAttention,
 )
 from noether.modeling.modules.layers import ContinuousSincosEmbed, RopeFrequency
@@ -121,7 +123,13 @@ def test_fixtures_are_present_and_pinned_to_the_upstream_version() -> None:
     kinds = {case["kind"] for case in document["cases"]}
     assert {"module", "rope_frequency", "sincos_embed"} <= kinds
     module_classes = {case["module_class"] for case in document["cases"]}
-    assert {"DotProductAttention", "MixedAttention", "SelfAnchorAttention", "CrossAnchorAttention"} <= module_classes
+    assert {
+        "DotProductAttention",
+        "MixedAttention",
+        "SelfAnchorAttention",
+        "CrossAnchorAttention",
+        "PerceiverAttention",
+    } <= module_classes
 
 
 def test_every_fixture_file_belongs_to_a_case() -> None:
@@ -165,6 +173,9 @@ def _run_module_case(case: dict[str, Any]) -> None:
     }
     module.load_state_dict(state_dict, strict=True)
 
+    if module_cls is PerceiverAttention:
+        _run_perceiver_passes(case, module, tensors)
+        return
     passes_by_name = {pass_["name"]: pass_ for pass_ in case["passes"]}
     for pass_ in case["passes"]:
         what = f"{case['name']}[{pass_['name']}]"
@@ -207,6 +218,49 @@ def _run_module_case(case: dict[str, Any]) -> None:
         for name, keys in pass_["new_kv_cache_tensors"].items():
             assert_close(new_cache[name]["k"], tensors[keys["k"]], f"{what} cache {name}.k")
             assert_close(new_cache[name]["v"], tensors[keys["v"]], f"{what} cache {name}.v")
+
+
+def _optional(tensors: dict[str, torch.Tensor], key: str | None, complex_: bool = False) -> torch.Tensor | None:
+    if not key:
+        return None
+    return as_complex(tensors[key]) if complex_ else tensors[key]
+
+
+def _run_perceiver_passes(case: dict[str, Any], module: PerceiverAttention, tensors: dict[str, torch.Tensor]) -> None:
+    """Every pass of a perceiver case; a cached pass replays upstream's recorded cache so it is checked on its own."""
+    recorded_cache = {"k": tensors["cache.k"], "v": tensors["cache.v"]}
+    for pass_ in case["passes"]:
+        what = f"{case['name']}[{pass_['name']}]"
+        inputs = pass_["inputs"]
+        with torch.no_grad():
+            out, new_cache = module(
+                tensors[inputs["q"]],
+                _optional(tensors, inputs["kv"]),
+                attn_mask=_optional(tensors, inputs["attn_mask"]),
+                q_freqs=_optional(tensors, inputs["q_freqs"], complex_=True),
+                k_freqs=_optional(tensors, inputs["k_freqs"], complex_=True),
+                kv_cache=recorded_cache if inputs["kv_cache"] else None,
+            )
+        assert_close(out, tensors[pass_["outputs"]["out"]], f"{what} out")
+        if pass_["new_kv_cache"] is None:
+            assert new_cache is None, f"{what}: cached pass must return None as new_kv_cache"
+            continue
+        assert new_cache is not None and sorted(new_cache) == pass_["new_kv_cache"], f"{what} new_kv_cache keys"
+        for key, tensor_key in pass_["new_kv_cache_tensors"].items():
+            assert_close(new_cache[key], tensors[tensor_key], f"{what} cache {key}")
+
+
+@pytest.mark.parametrize("case_name", [name for name in _names("cases") if name.startswith("perceiver")])
+def test_perceiver_init_matches_upstream_bit_for_bit(case_name: str) -> None:
+    """Same seed, same config: the freshly built module has upstream's exact weights (same RNG draws, same order)."""
+    case = case_by_name("cases", case_name)
+    tensors = load_tensors(case["file"])
+    expected = {k.removeprefix("init_state_dict."): v for k, v in tensors.items() if k.startswith("init_state_dict.")}
+    torch.manual_seed(case["seed"])
+    state_dict = PerceiverAttention(PerceiverAttentionConfig(**case["config"])).state_dict()
+    assert set(state_dict) == set(expected)  # safetensors sorts keys; the order is pinned by an observation
+    for key, value in state_dict.items():
+        assert torch.equal(value, expected[key]), f"{case_name}: {key} differs from upstream's with the same seed"
 
 
 def _run_rope_frequency_case(case: dict[str, Any]) -> None:
@@ -388,6 +442,39 @@ CONSTRUCT_TARGETS: dict[str, Callable[[dict[str, Any]], object]] = {
 }
 
 
+_PERCEIVER = "PerceiverAttention(PerceiverAttentionConfig(**kwargs))"
+
+
+def _perceiver(kw: dict[str, Any]) -> PerceiverAttention:
+    return PerceiverAttention(PerceiverAttentionConfig(**kw))
+
+
+CONSTRUCT_TARGETS.update(
+    {
+        f"{_PERCEIVER}(torch.randn(2, 5, 32))": lambda kw: _perceiver(kw)(torch.randn(2, 5, 32)),
+        f"{_PERCEIVER}(torch.randn(2, 5, 32), torch.randn(2, 7, 32), q_freqs=<complex (2, 5, 8)>)": lambda kw: (
+            _perceiver(kw)(torch.randn(2, 5, 32), torch.randn(2, 7, 32), q_freqs=_complex_ones(2, 5, 8))
+        ),
+        f"{_PERCEIVER}(torch.randn(2, 5, 32), torch.randn(2, 7, 32), k_freqs=<complex (2, 7, 8)>)": lambda kw: (
+            _perceiver(kw)(torch.randn(2, 5, 32), torch.randn(2, 7, 32), k_freqs=_complex_ones(2, 7, 8))
+        ),
+        f"{_PERCEIVER}(torch.randn(2, 5, 32), kv_cache=<k, v (2, 2, 7, 16)>)": lambda kw: _perceiver(kw)(
+            torch.randn(2, 5, 32), kv_cache={"k": torch.randn(2, 2, 7, 16), "v": torch.randn(2, 2, 7, 16)}
+        ),
+        f"{_PERCEIVER}(torch.randn(2, 5, 32), torch.randn(2, 7, 24))": lambda kw: _perceiver(kw)(
+            torch.randn(2, 5, 32), torch.randn(2, 7, 24)
+        ),
+        f"{_PERCEIVER}(torch.randn(2, 5, 32), torch.randn(2, 7, 32), q_freqs=<complex (2, 5, 8)>, "
+        "k_freqs=<complex (2, 7, 8)>)": lambda kw: _perceiver(kw)(
+            torch.randn(2, 5, 32), torch.randn(2, 7, 32), q_freqs=_complex_ones(2, 5, 8), k_freqs=_complex_ones(2, 7, 8)
+        ),
+        "PerceiverAttention(AttentionConfig(**kwargs))(torch.randn(2, 5, 32), torch.randn(2, 7, 24))": lambda kw: (
+            PerceiverAttention(AttentionConfig(**kw))(torch.randn(2, 5, 32), torch.randn(2, 7, 24))
+        ),
+    }
+)
+
+
 def _error_call(entry: dict[str, Any]) -> Callable[[], object]:
     if entry["kind"] == "forward":
         return _forward_error_call(entry)
@@ -490,6 +577,17 @@ def test_state_dict_layout_matches_upstream() -> None:
     assert list(mixed.state_dict()) == observation("mixed_state_dict_keys")
     assert list(no_bias.state_dict()) == observation("mixed_bias_false_state_dict_keys")
     assert list(branches.state_dict()) == observation("multi_branch_state_dict_keys")
+
+
+def test_perceiver_layout_and_config_match_upstream() -> None:
+    with_kv_dim = PerceiverAttention(PerceiverAttentionConfig(hidden_dim=32, num_heads=2, kv_dim=24))
+    no_bias = PerceiverAttention(PerceiverAttentionConfig(hidden_dim=32, num_heads=2, bias=False))
+    assert list(with_kv_dim.state_dict()) == observation("perceiver_state_dict_keys")
+    assert list(no_bias.state_dict()) == observation("perceiver_bias_false_state_dict_keys")
+    assert list(with_kv_dim.k.weight.shape) == observation("perceiver_k_weight_shape")
+    dump = PerceiverAttentionConfig(hidden_dim=32, num_heads=2).model_dump()
+    assert_dump_matches_upstream(dump, observation("perceiver_config_dump"), "perceiver config dump")
+    assert schema_attention.PerceiverAttentionConfig is PerceiverAttentionConfig
 
 
 def test_multi_branch_config_keeps_extra_fields_like_upstream() -> None:

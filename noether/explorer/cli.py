@@ -1,5 +1,5 @@
-"""The noether-explorer command line: validate, export, schema, render and bench scenario files, list the built-in
-examples and start the app.
+"""The noether-explorer command line: validate, export, schema, render and bench scenario files (and captures), list
+the built-in examples and start the app.
 
 Exit codes: 0 ok, 1 invalid input or refused, 2 usage error. Problems go to stderr as ``FILE: where: message hint``;
 bad input never produces a traceback.
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schema(commands)
     _add_render(commands)
     _add_bench(commands)
+    from noether.explorer import cli_capture
+
+    cli_capture.add_capture_info(commands)
     _add_examples(commands)
     _add_app(commands)
     return parser
@@ -107,6 +110,7 @@ def _add_export(commands: Any) -> None:
         help="output format; defaults to the extension of --out (.json, .yaml/.yml, .py)",
     )
     sub.add_argument("-o", "--out", metavar="OUT", help="output file (default: stdout)")
+    _layer_option(sub)
     sub.set_defaults(handler=_export_command, parser=sub)
 
 
@@ -151,7 +155,8 @@ def _add_render(commands: Any) -> None:
         "--pixels", type=_positive_int, default=1024, metavar="N", help="most pixels per axis (default: 1024)"
     )
     sub.add_argument("--out", type=_render_output, required=True, metavar="OUT.png|OUT.html", help="output file")
-    sub.set_defaults(handler=_render_command)
+    _layer_option(sub)
+    sub.set_defaults(handler=_render_command, parser=sub)
 
 
 def _add_bench(commands: Any) -> None:
@@ -186,6 +191,12 @@ def _add_app(commands: Any) -> None:
     )
     sub.add_argument("--port", type=_port, metavar="N", help="port to serve on (default: Streamlit's, 8501)")
     sub.set_defaults(handler=_app_command)
+
+
+def _layer_option(sub: argparse.ArgumentParser) -> None:
+    from noether.explorer import cli_capture
+
+    cli_capture.add_layer_option(sub)
 
 
 def _version() -> str:
@@ -252,8 +263,14 @@ def _render_output(text: str) -> Path:
 
 
 def _validate_command(args: argparse.Namespace) -> int:
+    from noether.explorer.capture_file import is_capture_name
+    from noether.explorer.cli_capture import validate_capture
+
     invalid = 0
     for path in args.files:
+        if is_capture_name(path):
+            invalid += not validate_capture(path, args.quiet)
+            continue
         report = _load(path)
         _print_problems(path, report.problems)
         if not report.ok or report.scenario is None:
@@ -271,6 +288,10 @@ def _export_command(args: argparse.Namespace) -> int:
     fmt = args.format or (_EXPORT_SUFFIXES.get(Path(args.out).suffix.lower()) if args.out else None)
     if fmt is None:
         args.parser.error("give --format json|yaml|python (or an --out file ending in .json, .yaml, .yml or .py)")
+    from noether.explorer import cli_capture
+
+    if cli_capture.wants_capture(args):
+        return cli_capture.export_layer_command(args, fmt)
     report = _load(args.file)
     _print_problems(args.file, report.problems)
     if not report.ok or report.scenario is None:
@@ -286,6 +307,10 @@ def _schema_command(args: argparse.Namespace) -> int:
 
 
 def _render_command(args: argparse.Namespace) -> int:
+    from noether.explorer import cli_capture
+
+    if cli_capture.wants_capture(args):
+        return cli_capture.render_layer_command(args)
     return _run_engine(args, "render", render_scenario)
 
 
@@ -349,14 +374,7 @@ def _engine_run(scenario: "Scenario", args: argparse.Namespace, progress: Progre
     from noether.explorer.checkpoint import load_state_dict_file
     from noether.explorer.run import ExplorerRun
 
-    last = [-1]
-
-    def report(fraction: float, message: str) -> None:
-        tenth = int(fraction * 10)
-        if tenth != last[0]:
-            last[0] = tenth
-            progress(f"{message} [{fraction:.0%}]")
-
+    report = throttled(progress)
     weights = None
     if args.weights is not None:
         progress(f"loading weights from {_printable(args.weights)}")
@@ -365,6 +383,19 @@ def _engine_run(scenario: "Scenario", args: argparse.Namespace, progress: Progre
     for note in run.notes:
         progress(note)
     return run
+
+
+def throttled(progress: Progress) -> Callable[[float, str], None]:
+    """An engine progress callback that reports whole tenths only."""
+    last = [-1]
+
+    def report(fraction: float, message: str) -> None:
+        tenth = int(fraction * 10)
+        if tenth != last[0]:
+            last[0] = tenth
+            progress(f"{message} [{fraction:.0%}]")
+
+    return report
 
 
 def _check_view_choice(run: Any, args: argparse.Namespace) -> None:
@@ -385,13 +416,17 @@ def _check_view_choice(run: Any, args: argparse.Namespace) -> None:
 
 def render_scenario(scenario: "Scenario", args: argparse.Namespace, progress: Progress) -> int:
     """Draw the mask or the attention weights as a PNG (no browser needed) or a self-contained HTML page."""
+    return render_run(_engine_run(scenario, args, progress), args, progress)
+
+
+def render_run(run: Any, args: argparse.Namespace, progress: Progress) -> int:
+    """Draw the mask or weights of a prepared run (a scenario's or a captured layer's)."""
     from noether.explorer.figures import map_figure
     from noether.explorer.layout import PoolGrid
     from noether.explorer.masks import pooled_mask
     from noether.explorer.png import map_png
     from noether.explorer.views import mask_map, weights_map
 
-    run = _engine_run(scenario, args, progress)
     _check_view_choice(run, args)
     out = Path(args.out)
     html = out.suffix.lower() == ".html"

@@ -23,7 +23,7 @@ from noether.core.schemas.modules.attention import TokenSpec
 from noether.explorer.io import FlowList, FlowMap, format_for_path, parse_document, validate_document, yaml_text
 from noether.explorer.presets import load_preset
 from noether.explorer.problems import Problem, errors
-from noether.explorer.scenario import DEFAULT_CACHE_SIZE, DTypeName, Scenario, scenario_to_dict
+from noether.explorer.scenario import DEFAULT_CACHE_SIZE, DTypeName, Scenario, perceiver_patterns, scenario_to_dict
 from noether.modeling.functional.init import SUPPORTED_INIT_MODES
 from noether.modeling.modules.attention.anchor_attention import (
     cross_anchor_patterns,
@@ -37,12 +37,13 @@ Draft = dict[str, Any]
 RulePair = tuple[list[str], list[str]]
 """(query groups, key/value groups) of one attention pattern."""
 
-KINDS = ("mixed", "self_anchor", "cross_anchor", "joint_anchor")
+KINDS = ("mixed", "self_anchor", "cross_anchor", "joint_anchor", "perceiver")
 KIND_LABELS = {
     "mixed": "mixed: explicit rules",
     "self_anchor": "self_anchor: each branch reads its own anchors",
     "cross_anchor": "cross_anchor: each branch reads the other branches' anchors",
     "joint_anchor": "joint_anchor: every group reads all anchors",
+    "perceiver": "perceiver: the first group's queries read the second group's keys/values",
 }
 DTYPES: tuple[str, ...] = get_args(DTypeName)
 INIT_MODES = tuple(SUPPORTED_INIT_MODES)
@@ -519,9 +520,12 @@ def infer_branches(names: Sequence[str], suffix: str = DEFAULT_ANCHOR_SUFFIX) ->
 def generated_rules(draft: Mapping[str, Any]) -> list[RulePair] | None:
     """The rules an anchor kind generates from the branches and group names, or None when they cannot be built."""
     kind = section(draft, "attention").get("kind", "mixed")
-    if kind not in _ANCHOR_PATTERNS:
+    if kind not in _ANCHOR_PATTERNS and kind != "perceiver":
         return None
     rows = group_rows(draft)
+    if kind == "perceiver" and rows is not None:
+        patterns = perceiver_patterns([TokenSpec(name=row.name, size=None) for row in rows])
+        return [(list(p.query_tokens), list(p.key_value_tokens)) for p in patterns]
     branches, suffix = branches_of(draft)
     if rows is None:
         return None
@@ -534,6 +538,7 @@ def set_kind(draft: Mapping[str, Any], kind: str) -> Draft:
     """Switch the attention kind, carrying the rules across.
 
     To mixed: the rules the anchor scheme generated become explicit (editable) rules; branches are dropped.
+    To perceiver: explicit rules and branches are dropped (the first group attends to the second).
     To an anchor kind: explicit rules are dropped (the module generates them); branches are inferred from the
     anchor groups' names when none are set.
     """
@@ -548,6 +553,9 @@ def set_kind(draft: Mapping[str, Any], kind: str) -> Draft:
         result = remove_value(remove_value(result, ["attention", "branches"]), ["attention", "anchor_suffix"])
         return result
     result.pop("attention_patterns", None)
+    if kind == "perceiver":
+        # One generated rule from the first two groups; branches mean nothing to a perceiver.
+        return remove_value(remove_value(result, ["attention", "branches"]), ["attention", "anchor_suffix"])
     branches, suffix = branches_of(result)
     if not branches:
         result = set_value(result, ["attention", "branches"], infer_branches(group_names(result), suffix))

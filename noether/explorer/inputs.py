@@ -1,6 +1,6 @@
 """Deterministic inputs for a scenario: token features, positions and RoPE frequencies."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,6 +25,32 @@ class Inputs:
     """(batch, keys, 3) positions in metres (sample point cloud, or uniform in a box for random inputs)."""
     freqs: torch.Tensor | None
     """(batch, keys, head_dim // 2) complex RoPE rotations, when the scenario uses RoPE."""
+
+
+@dataclass
+class CapturedInputs:
+    """Inputs recorded from a real forward pass, injected into a run instead of generated ones.
+
+    Tensors follow the run's key axis (all groups in token_specs order, cached groups included) so that every engine
+    function reads them exactly as it reads generated inputs.
+    """
+
+    x: torch.Tensor
+    """(batch, keys, hidden_dim) features; rows of cached groups come from the pass that filled the cache (zeros when
+    the capture does not hold that pass: they are never read, the cache below is)."""
+    freqs: torch.Tensor | None
+    """(batch, keys, head_dim // 2) complex RoPE rotations, or None."""
+    positions: torch.Tensor
+    """(batch, keys, 3) token coordinates (recorded ones where the capture has them)."""
+    state_dict: dict[str, torch.Tensor]
+    """The module's recorded parameters, loaded with strict=True."""
+    key_padding_mask: torch.Tensor | None = None
+    """(batch, input tokens) bool, True = real token, exactly as the module received it."""
+    kv_cache: dict[str, dict[str, torch.Tensor]] | None = None
+    """The incoming cache of the cached groups, exactly as the module received it."""
+    cached_inputs_known: bool = False
+    """Whether the cached groups' rows of ``x``/``freqs`` are real (the filling pass is in the capture)."""
+    notes: list[str] = field(default_factory=list)
 
 
 def _group_seed(seed: int, batch: int, group: int) -> int:
@@ -104,8 +130,9 @@ def build_inputs(
 
 
 def query_rows(layout: TokenLayout, tensor: torch.Tensor) -> torch.Tensor:
-    """The input-group tokens of a key-axis tensor (dim 1): the query pass's input when groups are cached."""
-    if not layout.has_cache:
+    """The query-group tokens of a key-axis tensor (dim 1): the query pass's input when groups are cached, a
+    perceiver's queries."""
+    if len(layout.query_groups) == len(layout.groups):
         return tensor
     return torch.cat([tensor[:, g.key_offset : g.key_offset + g.size] for g in layout.query_groups], dim=1)
 
@@ -114,6 +141,20 @@ def key_slice(layout: TokenLayout, name: str, tensor: torch.Tensor) -> torch.Ten
     """One group's tokens of a key-axis tensor (dim 1)."""
     group = layout.by_name[name]
     return tensor[:, group.key_offset : group.key_offset + group.size]
+
+
+def key_real_mask(layout: TokenLayout, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """A (batch, input tokens) key_padding_mask placed on the key axis (cached groups are all real)."""
+    if mask is None:
+        return None
+    parts, start = [], 0
+    for group in layout.groups:
+        if group.cached:
+            parts.append(torch.ones(mask.shape[0], group.size, dtype=torch.bool, device=mask.device))
+        else:
+            parts.append(mask[:, start : start + group.size])
+            start += group.size
+    return torch.cat(parts, dim=1)
 
 
 def key_padding_mask(layout: TokenLayout, batch: int, device: torch.device) -> torch.Tensor | None:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
+from noether.explorer.perceiver_snippet import perceiver_snippet
 from noether.explorer.problems import Problem, errors
 from noether.explorer.scenario import ANCHOR_CONFIGS, Scenario, ScenarioReport, scenario_to_dict, validate_scenario
 
@@ -666,6 +667,8 @@ def scenario_json_schema() -> dict[str, Any]:
 
 def _config_class_name(scenario: Scenario) -> str:
     kind = scenario.attention.kind
+    if kind == "perceiver":
+        return "PerceiverAttentionConfig"
     return "MixedAttentionConfig" if kind == "mixed" else ANCHOR_CONFIGS[kind].__name__
 
 
@@ -766,7 +769,7 @@ def dump_python(scenario: Scenario) -> str:
     patterns_argument = ", attention_patterns" if kind == "mixed" else ""
     schema_imports = "AttentionPattern, TokenSpec" if kind == "mixed" else "TokenSpec"
 
-    lines = [
+    header = [
         '"""Attention scenario exported by noether-explorer: runs the layer once on random input, prints the shape.',
         "",
         "Needs PyTorch and the Noether attention API (emmiai-noether, or the explorer's own noether package).",
@@ -774,8 +777,11 @@ def dump_python(scenario: Scenario) -> str:
         "",
         "import torch",
         "",
-        f"from noether.core.schemas.modules.attention import {schema_imports}",
     ]
+    if kind == "perceiver":
+        config_lines = _call_lines(f"config = {config_class}", _config_kwargs(scenario))
+        return "\n".join(perceiver_snippet(data, config_lines, header, _device_expression(run["device"]))) + "\n"
+    lines = [*header, f"from noether.core.schemas.modules.attention import {schema_imports}"]
     if use_rope:
         lines.append("from noether.core.schemas.modules.layers import RopeFrequencyConfig")
     lines.append(f"from noether.modeling.modules.attention import {module_class}, {config_class}")

@@ -22,7 +22,7 @@ class Group:
     padding: int
     """Trailing tokens masked out as keys (key_padding_mask False)."""
     query_offset: int | None
-    """First row on the query axis; None for cached groups, which have no queries."""
+    """First row on the query axis; None for groups without queries (cached ones, a perceiver's keys/values)."""
     key_offset: int
 
     @property
@@ -32,7 +32,8 @@ class Group:
 
 @dataclass(frozen=True)
 class TokenLayout:
-    """The token axes of a scenario: queries are the input groups, keys are all groups (cached ones included)."""
+    """The token axes of a scenario: queries are the input groups (but a perceiver's key/value group), keys are all
+    groups (cached ones included)."""
 
     groups: tuple[Group, ...]
     patterns: tuple[AttentionPattern, ...]
@@ -42,8 +43,12 @@ class TokenLayout:
     def from_scenario(cls, scenario: Scenario) -> "TokenLayout":
         groups = []
         query_offset = key_offset = 0
+        # A perceiver's second group only gives keys/values: it is on the key axis but has no queries.
+        perceiver = scenario.attention.kind == "perceiver"
+        key_only = {spec.name for spec in scenario.token_specs[1:2]} if perceiver else set()
         for spec in scenario.token_specs:
             cached = spec.size is None
+            queried = not cached and spec.name not in key_only
             size = scenario.key_size(spec)
             groups.append(
                 Group(
@@ -51,12 +56,12 @@ class TokenLayout:
                     size=size,
                     cached=cached,
                     padding=scenario.run.padding.get(spec.name, 0),
-                    query_offset=None if cached else query_offset,
+                    query_offset=query_offset if queried else None,
                     key_offset=key_offset,
                 )
             )
             key_offset += size
-            query_offset += 0 if cached else size
+            query_offset += size if queried else 0
         patterns = query_patterns(scenario.patterns(), set(scenario.cached_names()))
         return cls(groups=tuple(groups), patterns=tuple(patterns))
 
@@ -66,7 +71,7 @@ class TokenLayout:
 
     @property
     def query_groups(self) -> list[Group]:
-        return [group for group in self.groups if not group.cached]
+        return [group for group in self.groups if group.query_offset is not None]
 
     @property
     def n_queries(self) -> int:

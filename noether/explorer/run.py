@@ -18,7 +18,16 @@ from noether.explorer import guard
 from noether.explorer.checkpoint import load_into, select_attention_weights
 from noether.explorer.cost import BackendTiming, CostSummary, cost_summary, time_backends
 from noether.explorer.devices import DeviceChoice, resolve_device, resolve_dtype
-from noether.explorer.inputs import Inputs, build_inputs, cloud_shortfalls, key_padding_mask, key_slice, query_rows
+from noether.explorer.inputs import (
+    CapturedInputs,
+    Inputs,
+    build_inputs,
+    cloud_shortfalls,
+    key_padding_mask,
+    key_real_mask,
+    key_slice,
+    query_rows,
+)
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.problems import ExplorerError, Problem
 from noether.explorer.scenario import ANCHOR_CONFIGS, Scenario, validate_scenario
@@ -28,8 +37,11 @@ from noether.modeling.modules.attention import (
     JointAnchorAttention,
     MixedAttention,
     MixedAttentionConfig,
+    PerceiverAttention,
+    PerceiverAttentionConfig,
     SelfAnchorAttention,
 )
+from noether.modeling.modules.attention.anchor_attention import GroupTensors
 
 Progress = Callable[[float, str], None]
 DEFAULT_PIXELS = 1024
@@ -74,12 +86,37 @@ def _build_module(scenario: Scenario) -> nn.Module:
     config = attention.model_dump(exclude={"kind"})
     if attention.kind == "mixed":
         return MixedAttention(MixedAttentionConfig(**config))
+    if attention.kind == "perceiver":
+        return PerceiverAttention(PerceiverAttentionConfig(**config))
     return _ANCHOR_MODULES[attention.kind](ANCHOR_CONFIGS[attention.kind](**config))
 
 
 def core_of(module: nn.Module) -> MixedAttention:
-    """The MixedAttention inside a module (anchor modules keep theirs as ``mixed_attention``)."""
-    return module if isinstance(module, MixedAttention) else module.mixed_attention  # type: ignore[return-value]
+    """The module whose projections the weight views use: a MixedAttention (anchor modules keep theirs as
+    ``mixed_attention``) or a PerceiverAttention, which offers the same ``project_queries``/``project_keys_values``."""
+    if isinstance(module, MixedAttention | PerceiverAttention):
+        return module  # type: ignore[return-value]
+    return module.mixed_attention  # type: ignore[return-value]
+
+
+def _call_perceiver(
+    module: PerceiverAttention,
+    x: torch.Tensor,
+    specs: list[TokenSpec],
+    freqs: torch.Tensor | None,
+    kv_cache: dict | None,
+) -> tuple[torch.Tensor, Any]:
+    """Run a perceiver on the group layout: ``x`` holds the query group, then the key/value group unless cached."""
+    query_spec, kv_spec = specs
+    n_queries = query_spec.size or 0
+    q_freqs = None if freqs is None else freqs[:, :n_queries]
+    if kv_spec.size is None:
+        assert kv_cache is not None
+        out, _ = module(x[:, :n_queries], None, q_freqs=q_freqs, kv_cache=kv_cache[kv_spec.name])
+        return out, None
+    k_freqs = None if freqs is None else freqs[:, n_queries:]
+    out, cache = module(x[:, :n_queries], x[:, n_queries:], q_freqs=q_freqs, k_freqs=k_freqs)
+    return out, {kv_spec.name: cache}
 
 
 class ExplorerRun:
@@ -95,6 +132,7 @@ class ExplorerRun:
         memory_budget_mb: float | None = None,
         time_budget_s: float = guard.DEFAULT_TIME_BUDGET_S,
         progress: Progress | None = None,
+        captured: CapturedInputs | None = None,
     ) -> None:
         """
         Args:
@@ -105,6 +143,8 @@ class ExplorerRun:
             memory_budget_mb: Memory a computation may plan to use; default half of the free memory.
             time_budget_s: Longest estimated time of a computation before it is refused.
             progress: Called with (fraction, message) during long work.
+            captured: Inputs, padding mask, incoming KV cache and weights recorded from a real forward pass (a layer
+                of a capture); they replace the generated inputs and the module's initialisation.
         """
         # A Scenario built by hand skips the cross-field checks, so every input is validated here.
         report = validate_scenario(scenario)
@@ -121,6 +161,7 @@ class ExplorerRun:
         self.time_budget_s = time_budget_s
         self.progress = progress
         self._cache: dict[Any, Any] = {}
+        self.captured = captured
         self.check(self.setup_estimate())
         self._say(0.0, f"building the module on {self.device}")
         self.module = self._seeded_module()
@@ -129,6 +170,15 @@ class ExplorerRun:
             layer, prefix = select_attention_weights(weights, weights_prefix)
             load_into(self.core, layer)
             self.notes.append(f"trained weights loaded{f' from {prefix!r}' if prefix else ''}.")
+        if captured is not None:
+            load_into(self.core, captured.state_dict)
+            self.notes += ["recorded inputs and weights of a captured layer.", *captured.notes]
+            self.inputs = Inputs(
+                x=captured.x.to(device=self.device, dtype=self.dtype),
+                positions=captured.positions.float(),
+                freqs=None if captured.freqs is None else captured.freqs.to(self.device),
+            )
+            return
         self._say(0.1, "building inputs")
         cloud = None if point_cloud is None else dict(point_cloud)
         if cloud is not None and scenario.run.inputs == "point_cloud":
@@ -182,11 +232,28 @@ class ExplorerRun:
         kv_cache: dict | None = None,
         padding: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Any]:
+        if isinstance(self.module, PerceiverAttention):
+            return _call_perceiver(self.module, x, specs, freqs, kv_cache)
         if isinstance(self.module, MixedAttention):
             return self.module(
                 x, specs, self.scenario.patterns(), key_padding_mask=padding, freqs=freqs, kv_cache=kv_cache
             )
         return self.module(x, specs, key_padding_mask=padding, freqs=freqs, kv_cache=kv_cache)
+
+    def padding_mask(self) -> torch.Tensor | None:
+        """The key_padding_mask the module receives: the recorded one for a captured layer, else from run.padding."""
+        if self.captured is not None:
+            mask = self.captured.key_padding_mask
+            return None if mask is None else mask.to(self.device)
+        return key_padding_mask(self.layout, self.scenario.run.batch_size, self.device)
+
+    def key_real(self) -> torch.Tensor | None:
+        """A recorded padding mask on the key axis (None: padding, if any, is the layout's trailing padding)."""
+        return key_real_mask(self.layout, self.padding_mask()) if self.captured is not None else None
+
+    @property
+    def _perceiver_reads_kv(self) -> bool:
+        return isinstance(self.module, PerceiverAttention) and not self.layout.has_cache
 
     @property
     def x_queries(self) -> torch.Tensor:
@@ -273,6 +340,12 @@ class ExplorerRun:
         """The cache of the cached groups, filled by an anchor pass over all groups (None without cached groups)."""
         if not self.layout.has_cache:
             return None
+        if "kv_cache" not in self._cache and self.captured is not None and self.captured.kv_cache is not None:
+            cache = {
+                name: {part: tensor.to(self.device, self.dtype) for part, tensor in entry.items()}
+                for name, entry in self.captured.kv_cache.items()
+            }
+            self._cache["kv_cache"] = (cache, 0.0, ["the KV cache is the one recorded with the layer's call."])
         if "kv_cache" not in self._cache:
             self.check(self.forward_estimate())
             self._say(0.2, "anchor pass: filling the KV cache", progress)
@@ -300,13 +373,15 @@ class ExplorerRun:
         if "forward" not in self._cache:
             self.check(self.forward_estimate())
             cache = self.kv_cache(progress)
-            padding = key_padding_mask(self.layout, self.scenario.run.batch_size, self.device)
+            padding = self.padding_mask()
             self._say(0.3, "forward pass", progress)
             start = time.perf_counter()
+            # A perceiver reads its key/value group from the input too (queries first, then keys/values).
+            x, freqs = self.x_queries, self.freqs_queries
+            if self._perceiver_reads_kv:
+                x, freqs = self.inputs.x, self.inputs.freqs
             with torch.no_grad():
-                output, new_cache = self._call(
-                    self.x_queries, list(self.scenario.token_specs), self.freqs_queries, cache, padding
-                )
+                output, new_cache = self._call(x, list(self.scenario.token_specs), freqs, cache, padding)
             seconds = time.perf_counter() - start
             self._cache["forward"] = ForwardResult(output.float().cpu(), sorted(new_cache or {}), seconds)
         return self._cache["forward"]
@@ -342,6 +417,7 @@ class ExplorerRun:
                 cols,
                 options,
                 progress=progress or self.progress,
+                key_real=self.key_real(),
             )
         return self._cache[key]
 
@@ -359,12 +435,23 @@ class ExplorerRun:
                     "Pick a token on the query axis.",
                 )
             )
-        return exact_row(self.core, self.layout, self.x_queries, self.freqs_queries, self.keys(), row)
+        return exact_row(
+            self.core, self.layout, self.x_queries, self.freqs_queries, self.keys(), row, key_real=self.key_real()
+        )
 
     def kv_cache_check(self, progress: Progress | None = None) -> KVCacheCheck | None:
         """Run anchor pass + query pass and compare the query outputs with one pass over all tokens."""
         if not self.layout.has_cache:
             return None
+        if self.captured is not None and not self.captured.cached_inputs_known:
+            raise ExplorerError(
+                Problem(
+                    "KV cache",
+                    "the capture holds this call's incoming cache but not the pass that filled it, so the single pass "
+                    "over all tokens cannot be rebuilt.",
+                    "Record the filling pass too (same capture_attention block), or compare via the verified output.",
+                )
+            )
         if "kv_check" not in self._cache:
             query_pass = self.forward(progress)
             _, anchor_seconds, notes = self._cache["kv_cache"]
@@ -386,6 +473,27 @@ class ExplorerRun:
             )
         return self._cache["kv_check"]
 
+    def _project_groups(self, cache: dict[str, dict[str, torch.Tensor]] | None) -> GroupTensors:
+        if not isinstance(self.module, PerceiverAttention):
+            return self.core.project_groups(self.x_queries, list(self.scenario.token_specs), self.freqs_queries, cache)
+        query, kv = self.layout.groups
+        if kv.cached:
+            assert cache is not None
+            keys, values = cache[kv.name]["k"], cache[kv.name]["v"]
+        else:
+            freqs = None if self.inputs.freqs is None else key_slice(self.layout, kv.name, self.inputs.freqs)
+            keys, values = self.module.project_keys_values(key_slice(self.layout, kv.name, self.inputs.x), freqs)
+        queries = self.module.project_queries(self.x_queries, self.freqs_queries)
+        return GroupTensors(q={query.name: queries}, k={kv.name: keys}, v={kv.name: values})
+
+    def _pattern_core(self) -> MixedAttention:
+        """A MixedAttention whose per-pattern SDPA path times the attention (it uses no weights of its own)."""
+        if not isinstance(self.module, PerceiverAttention):
+            return self.core
+        attention = self.scenario.attention
+        config = MixedAttentionConfig(hidden_dim=attention.hidden_dim, num_heads=attention.num_heads)
+        return MixedAttention(config).to(self.device).eval()
+
     def backends(
         self,
         repeats: int = 3,
@@ -397,11 +505,9 @@ class ExplorerRun:
         if key not in self._cache:
             self.check(self.forward_estimate())
             cache = self.kv_cache(progress)
-            padding = key_padding_mask(self.layout, self.scenario.run.batch_size, self.device)
+            padding = self.padding_mask()
             with torch.no_grad():
-                groups = self.core.project_groups(
-                    self.x_queries, list(self.scenario.token_specs), self.freqs_queries, cache
-                )
+                groups = self._project_groups(cache)
                 key_masks = None
                 if padding is not None:
                     key_masks = {
@@ -417,7 +523,7 @@ class ExplorerRun:
                     return None
 
                 self._cache[key] = time_backends(
-                    self.core,
+                    self._pattern_core(),
                     self.layout,
                     groups,
                     key_masks,

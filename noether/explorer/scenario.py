@@ -22,7 +22,7 @@ from noether.modeling.modules.attention.anchor_attention import (
     self_anchor_patterns,
 )
 
-AttentionKind = Literal["mixed", "self_anchor", "cross_anchor", "joint_anchor"]
+AttentionKind = Literal["mixed", "self_anchor", "cross_anchor", "joint_anchor", "perceiver"]
 InputMode = Literal["random", "point_cloud"]
 WeightsMode = Literal["init", "spatial"]
 DTypeName = Literal["float32", "float64", "bfloat16", "float16"]
@@ -49,11 +49,20 @@ _ANCHOR_PATTERNS = {
 }
 
 
+def perceiver_patterns(token_specs: Sequence[TokenSpec]) -> list[AttentionPattern]:
+    """The one pattern of a perceiver layer: the first group (queries) attends to the second (keys/values)."""
+    if len(token_specs) != 2:
+        return []
+    queries, keys_values = token_specs
+    return [AttentionPattern(query_tokens=[queries.name], key_value_tokens=[keys_values.name])]
+
+
 class ScenarioAttention(AttentionConfig):
     """The attention config of a scenario: every AttentionConfig field (extras allowed, as upstream) plus the kind."""
 
     kind: AttentionKind = Field("mixed")
-    """Which module runs: "mixed" (explicit patterns) or a multi-branch anchor scheme that generates them."""
+    """Which module runs: "mixed" (explicit patterns), a multi-branch anchor scheme that generates them, or
+    "perceiver" (the first group's queries attend to the second group's keys/values)."""
 
 
 class RunSettings(BaseModel):
@@ -126,6 +135,8 @@ class Scenario(BaseModel):
         """The patterns the module applies: the given ones, or those the anchor scheme generates."""
         if self.attention.kind == "mixed":
             return list(self.attention_patterns)
+        if self.attention.kind == "perceiver":
+            return perceiver_patterns(self.token_specs)
         branches, suffix = self.branches()
         return _ANCHOR_PATTERNS[self.attention.kind](self.token_specs, branches, suffix)
 
@@ -220,7 +231,7 @@ def _check_attention(data: Any) -> tuple[ScenarioAttention | None, list[Problem]
     attention, problems = _parse(ScenarioAttention, data, "attention")
     if attention is None:
         return None, problems
-    known = set(ScenarioAttention.model_fields) | {"branches", "anchor_suffix"}
+    known = set(ScenarioAttention.model_fields) | {"branches", "anchor_suffix", "kv_dim"}
     for key in attention.model_extra or {}:
         if key not in known:
             problems.append(
@@ -249,13 +260,78 @@ def _check_attention(data: Any) -> tuple[ScenarioAttention | None, list[Problem]
                 "Raise hidden_dim, lower num_heads, or turn use_rope off.",
             )
         )
-    if attention.kind != "mixed":
+    if attention.kind == "perceiver":
+        problems += _kv_dim_problems(attention)
+    elif attention.kind != "mixed":
         config_cls = ANCHOR_CONFIGS[attention.kind]
         anchor, anchor_problems = _parse(config_cls, attention.model_dump(), "attention")
         problems += anchor_problems
         if anchor is not None:
             problems += _branch_problems(attention.kind, anchor.branches)
     return attention, problems
+
+
+def _kv_dim_problems(attention: ScenarioAttention) -> list[Problem]:
+    kv_dim = (attention.model_extra or {}).get("kv_dim")
+    if kv_dim is None or kv_dim == attention.hidden_dim:
+        return []
+    return [
+        Problem(
+            "attention.kv_dim",
+            f"is {kv_dim!r}, but the explorer feeds every group hidden_dim ({attention.hidden_dim}) features.",
+            "Set kv_dim to null or to hidden_dim.",
+        )
+    ]
+
+
+def _perceiver_problems(scenario: Scenario) -> list[Problem]:
+    """A perceiver layer has exactly two groups: input queries, then the keys/values they attend to."""
+    specs = scenario.token_specs
+    if len(specs) != 2:
+        return [
+            Problem(
+                "token_specs",
+                f"a perceiver layer has exactly two groups (queries, then keys/values), got {len(specs)}.",
+                "List the query group first and the key/value group second.",
+            )
+        ]
+    problems = []
+    if specs[1].size == 0:
+        problems.append(
+            Problem(
+                "token_specs[1]",
+                f"'{specs[1].name}' holds the keys/values and has 0 tokens, so the softmax has nothing to attend to.",
+                "Give it tokens.",
+            )
+        )
+    if specs[0].size is None:
+        problems.append(
+            Problem(
+                "token_specs[0]",
+                f"'{specs[0].name}' holds the perceiver's queries, which are always computed from the input.",
+                "Give it a size; only the key/value group (the second) may come from a KV cache (size null).",
+            )
+        )
+    if any(scenario.run.padding.values()):
+        problems.append(
+            Problem(
+                "run.padding",
+                "PerceiverAttention takes no key_padding_mask.",
+                "Remove the padding, or give fewer key/value tokens.",
+            )
+        )
+    if scenario.attention_patterns:
+        given = [(list(p.query_tokens), list(p.key_value_tokens)) for p in scenario.attention_patterns]
+        generated = [(list(p.query_tokens), list(p.key_value_tokens)) for p in scenario.patterns()]
+        if given != generated:
+            problems.append(
+                Problem(
+                    "attention_patterns",
+                    f"differ from the perceiver's one pattern {generated}.",
+                    "Remove attention_patterns (it is generated from the two groups).",
+                )
+            )
+    return problems
 
 
 def _branch_problems(kind: str, branches: Sequence[str]) -> list[Problem]:
@@ -598,6 +674,8 @@ def _input_problems(scenario: Scenario) -> list[Problem]:
 def semantic_problems(scenario: Scenario) -> list[Problem]:
     """Problems of a structurally valid scenario (names, coverage, NaN risks, run settings)."""
     problems = _run_problems(scenario.run, scenario.token_specs) + _input_problems(scenario)
+    if scenario.attention.kind == "perceiver":
+        return problems + _perceiver_problems(scenario)
     if scenario.attention.kind != "mixed":
         branches, _ = scenario.branches()
         if not branches or _branch_problems(scenario.attention.kind, branches):

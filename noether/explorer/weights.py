@@ -209,9 +209,12 @@ class _Pass:
 
 
 def _pattern_keys(
-    layout: TokenLayout, keys: dict[str, torch.Tensor], names: list[str]
+    layout: TokenLayout, keys: dict[str, torch.Tensor], names: list[str], key_real: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[_Segment]]:
-    """Concatenated keys of a pattern, its padding mask (True = real), and where each group sits in it."""
+    """Concatenated keys of a pattern, its padding mask (True = real), and where each group sits in it.
+
+    ``key_real`` (batch, key axis) is a recorded per-sample padding mask; it replaces the layout's trailing padding.
+    """
     column = {g.name: j for j, g in enumerate(layout.groups)}
     segments, start = [], 0
     for name in names:
@@ -220,6 +223,13 @@ def _pattern_keys(
         start += group.size
     key_tensor = torch.cat([keys[name] for name in names], dim=2).float()
     real = None
+    if key_real is not None:
+        parts = [
+            key_real[:, layout.by_name[n].key_offset : layout.by_name[n].key_offset + layout.by_name[n].size]
+            for n in names
+        ]
+        real = torch.cat(parts, dim=1)[:, None, None, :].to(key_tensor.device)
+        return key_tensor, (None if bool(real.all()) else real), segments
     if any(layout.by_name[name].padding for name in names):
         real = torch.cat([torch.arange(layout.by_name[n].size) < layout.by_name[n].real_keys for n in names])
         real = real.to(key_tensor.device)
@@ -268,6 +278,7 @@ def attention_weight_maps(
     cols: PoolGrid,
     options: WeightOptions | None = None,
     progress: Progress | None = None,
+    key_real: torch.Tensor | None = None,
 ) -> WeightResult:
     """Pooled attention weights and statistics of every query group, computed chunk by chunk.
 
@@ -280,6 +291,7 @@ def attention_weight_maps(
         rows, cols: Pooling of the query and key axes.
         options: What to compute besides the mean-pooled maps.
         progress: Called with (fraction done, message) after each chunk.
+        key_real: Optional recorded (batch, key axis) padding mask, True = real key.
     """
     opts = options or WeightOptions()
     batch, heads = x_queries.shape[0], core.num_heads
@@ -289,7 +301,7 @@ def attention_weight_maps(
         if group.size == 0:
             continue
         pattern = layout.pattern_of(group.name)
-        key_tensor, real, segments = _pattern_keys(layout, keys, list(pattern.key_value_tokens))
+        key_tensor, real, segments = _pattern_keys(layout, keys, list(pattern.key_value_tokens), key_real)
         step = chunk_rows(batch, heads, key_tensor.shape[2], rows.factor, opts.chunk_bytes)
         assert group.query_offset is not None
         start = 0
@@ -318,11 +330,12 @@ def exact_row(
     freqs_queries: torch.Tensor | None,
     keys: dict[str, torch.Tensor],
     row: int,
+    key_real: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Exact attention weights of one query token over the whole key axis: (batch, heads, keys), zeros outside."""
     group, _ = layout.query_group_at(row)
     pattern = layout.pattern_of(group.name)
-    key_tensor, real, segments = _pattern_keys(layout, keys, list(pattern.key_value_tokens))
+    key_tensor, real, segments = _pattern_keys(layout, keys, list(pattern.key_value_tokens), key_real)
     freqs = None if freqs_queries is None else freqs_queries[:, row : row + 1]
     weights = _scores(core.project_queries(x_queries[:, row : row + 1], freqs=freqs), key_tensor, real)[:, :, 0]
     full = torch.zeros(x_queries.shape[0], core.num_heads, layout.n_keys)

@@ -38,6 +38,13 @@ def rules_editor(draft: dict[str, Any], problems: list[Problem]) -> None:
     )
     if kind == "mixed":
         _explicit_rules(draft, rev)
+    elif kind == "perceiver":
+        st.caption("A perceiver has one rule: the first group's queries attend to the second group's keys/values.")
+        st.dataframe(
+            [{"queries": ", ".join(q), "attend to": ", ".join(kv)} for q, kv in ed.generated_rules(draft) or []],
+            hide_index=True,
+            width="stretch",
+        )
     else:
         _anchor_rules(draft, rev)
     problems_box(problems, draft)

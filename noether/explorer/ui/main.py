@@ -5,18 +5,32 @@ import streamlit as st
 from noether.explorer import views
 from noether.explorer.scenario import validate_scenario
 from noether.explorer.ui.context import Context, prepare
+from noether.explorer.ui.model_mode import (
+    MODE,
+    MODEL,
+    MODES,
+    init_mode,
+    prepare_model,
+    render_edit_as_text,
+    render_model_sidebar,
+)
 from noether.explorer.ui.registry import TABS, VIEWS
 from noether.explorer.ui.sidebar import render_sidebar
 from noether.explorer.ui.state import ACTIVE, DRAFT, FLASH, PERSISTENT, VIEW, init_state, problem_lines, ss
 from noether.explorer.ui.widgets import guarded
 
 
-def _page(ctx: Context) -> None:
+def _page(ctx: Context, model: bool) -> None:
     st.title("Noether attention explorer")
     for level, text in ss.get(FLASH, []):
         getattr(st, level)(text)
     ss[FLASH] = []
-    if ctx.scenario is None:
+    if ctx.scenario is None and model:
+        if ctx.run_problems:
+            st.warning("This layer cannot be explored:\n" + problem_lines(ctx.run_problems))
+        else:
+            st.info("Model mode: open a capture in the sidebar (upload one, or the demo), then pick a layer.")
+    elif ctx.scenario is None:
         st.info("No valid scenario yet: add token groups and rules in the sidebar, or open the “Edit as text” tab.")
     else:
         assert ctx.mask is not None
@@ -39,8 +53,14 @@ def _page(ctx: Context) -> None:
         if not tab.open:
             continue
         with tab:
-            if ctx.scenario is None and view.title != "Edit as text":
-                st.info("Nothing to show until the scenario is valid.")
+            if model and view.title == "Edit as text":
+                render_edit_as_text()
+            elif ctx.scenario is None and view.title != "Edit as text":
+                st.info(
+                    "Pick an explorable layer to see this view."
+                    if model
+                    else "Nothing to show until the scenario is valid."
+                )
             elif view.fragment:
                 view.render(ctx)
             else:
@@ -53,6 +73,7 @@ def main() -> None:
         page_title="Noether attention explorer", page_icon=":material/hub:", layout="wide", initial_sidebar_state=460
     )
     init_state()
+    init_mode()
     for key in PERSISTENT:
         if key in ss:
             ss[key] = ss[key]
@@ -61,5 +82,10 @@ def main() -> None:
     if report.ok:
         ss[ACTIVE] = report.scenario
     with st.sidebar:
-        render_sidebar(draft, report)
-    _page(prepare(draft, report))
+        st.radio("Mode", MODES, key=MODE, horizontal=True, help="Single layer: design a layer. Model: open a capture.")
+        model = ss[MODE] == MODEL
+        if model:
+            render_model_sidebar()
+        else:
+            render_sidebar(draft, report)
+    _page(prepare_model() if model else prepare(draft, report), model)

@@ -29,6 +29,8 @@ WEIGHTS, CLOUD, PRESET, VIEW, BUDGET = "trained_weights", "point_cloud", "preset
 # View settings live in widgets of tabs that are only rendered while open; re-assigning them every run keeps
 # Streamlit from dropping them while another tab is shown.
 PERSISTENT = (
+    BUDGET,
+    "layer",
     TEXT,
     TEXT_FORMAT,
     "v_batch",

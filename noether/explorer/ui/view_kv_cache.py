@@ -27,8 +27,10 @@ def render(ctx: Context) -> None:
         st.markdown("**Pass 1 — anchor pass**")
         st.metric("time", f"{check.anchor_pass_seconds * 1000:.1f} ms")
         st.caption(
-            "Every group is input, the cached ones with their simulated tokens; the module returns their keys and "
-            f"values as the cache: {', '.join(check.cached_groups)}."
+            f"The cache recorded with the layer's call: {', '.join(check.cached_groups)}."
+            if run.captured is not None
+            else "Every group is input, the cached ones with their simulated tokens; the module returns their keys "
+            f"and values as the cache: {', '.join(check.cached_groups)}."
         )
     with second, st.container(border=True):
         st.markdown("**Pass 2 — query pass**")

@@ -31,7 +31,9 @@ def _spatial_view(ctx: Context) -> None:
     if run is None:
         return
     layout = ctx.mask.layout
-    if ctx.scenario.run.inputs == "random":
+    if run.captured is not None:
+        st.caption("Positions recorded with the capture (groups it has none for are placed at random; see the notes).")
+    elif ctx.scenario.run.inputs == "random":
         st.info(
             "Inputs are random: token positions are uniform in a box. Set Run settings → Inputs to point_cloud to "
             "place the tokens on the sample car or on your uploaded point cloud."

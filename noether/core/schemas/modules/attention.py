@@ -123,6 +123,7 @@ _MOVED_CONFIGS = {
     "SelfAnchorAttentionConfig": "noether.modeling.modules.attention.anchor_attention.self_anchor",
     "CrossAnchorAttentionConfig": "noether.modeling.modules.attention.anchor_attention.cross",
     "JointAnchorAttentionConfig": "noether.modeling.modules.attention.anchor_attention.joint",
+    "PerceiverAttentionConfig": "noether.modeling.modules.attention.perceiver",
 }
 
 

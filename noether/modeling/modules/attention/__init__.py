@@ -13,6 +13,7 @@ from noether.modeling.modules.attention.anchor_attention import (
     SelfAnchorAttentionConfig,
 )
 from noether.modeling.modules.attention.dot_product import DotProductAttention, DotProductAttentionConfig
+from noether.modeling.modules.attention.perceiver import PerceiverAttention, PerceiverAttentionConfig
 
 __all__ = [
     "CrossAnchorAttention",
@@ -25,6 +26,8 @@ __all__ = [
     "MixedAttentionConfig",
     "MultiBranchAnchorAttention",
     "MultiBranchAnchorAttentionConfig",
+    "PerceiverAttention",
+    "PerceiverAttentionConfig",
     "SelfAnchorAttention",
     "SelfAnchorAttentionConfig",
 ]

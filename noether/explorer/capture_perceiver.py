@@ -1,0 +1,103 @@
+"""The perceiver kind of capture layers: a PerceiverAttention call as a two-group perceiver scenario.
+
+Its ``q`` tokens become the query group and its ``kv`` tokens (or the recorded cache that replaced them) the
+key/value group; a cached call takes the key/value rows from the recorded call that filled its cache.
+"""
+
+from typing import Any
+
+import torch
+
+from noether.explorer.capture_file import CallEntry, Capture
+from noether.explorer.capture_layers import Layer, _attention, _blank, _positions, _refused, _scenario, converter
+from noether.explorer.inputs import CapturedInputs
+from noether.explorer.layout import TokenLayout
+
+PERCEIVER_QUERY_GROUP = "queries"
+"""Name of the query group a perceiver call becomes (its ``q`` tokens)."""
+PERCEIVER_KV_GROUP = "keys_values"
+"""Name of the key/value group a perceiver call becomes (its ``kv`` tokens, or the cache that replaced them)."""
+
+
+def _flat_cache(capture: Capture, tree: dict[str, Any] | None) -> dict[str, torch.Tensor] | None:
+    """A perceiver's cache ``{"k": key, "v": key}`` as tensors, or None when absent or shaped otherwise."""
+    if not tree or set(tree) != {"k", "v"} or not all(isinstance(key, str) for key in tree.values()):
+        return None
+    return {part: capture.tensors[key] for part, key in tree.items()}
+
+
+def _perceiver_filling_call(
+    capture: Capture, call: CallEntry, keys: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """kv and k_freqs of the recorded perceiver call whose new_kv_cache is this call's incoming cache."""
+    for earlier in capture.manifest.calls:
+        made = _flat_cache(capture, earlier.new_kv_cache)
+        if earlier.id == call.id or earlier.kind != "perceiver" or made is None or earlier.inputs.get("kv") is None:
+            continue
+        if made["k"].shape == keys.shape and torch.equal(made["k"], keys):
+            return capture.tensors[earlier.inputs["kv"] or ""], capture.tensor(earlier.inputs.get("k_freqs"))
+    return None
+
+
+@converter("perceiver")
+def perceiver_layer(capture: Capture, call: CallEntry) -> Layer:
+    """A PerceiverAttention call: its queries as one group, its keys/values (or their cache) as the other."""
+    layer = _blank(capture, call)
+    q = capture.tensor(call.inputs.get("q"))
+    kv = capture.tensor(call.inputs.get("kv"))
+    cache = _flat_cache(capture, call.kv_cache)
+    if q is None or (kv is None and cache is None):
+        return _refused(layer, "the call has no q, or neither kv nor a kv_cache, recorded.")
+    if call.inputs.get("attn_mask") is not None:
+        return _refused(
+            layer, "it was called with an attn_mask; the explorer represents a perceiver call without one (yet)."
+        )
+    config = capture.manifest.modules[call.module].config
+    attention = {**_attention(capture, call), "kind": "perceiver"}
+    if config.get("kv_dim") is not None:
+        attention["kv_dim"] = config["kv_dim"]
+    batch, n_queries = q.shape[0], q.shape[1]
+    n_kv = int(cache["k"].shape[2]) if cache is not None else int(kv.shape[1])  # type: ignore[union-attr]
+    data = {
+        "attention": attention,
+        "token_specs": [
+            {"name": PERCEIVER_QUERY_GROUP, "size": n_queries},
+            {"name": PERCEIVER_KV_GROUP, "size": None if cache is not None else n_kv},
+        ],
+        "run": {"batch_size": batch, "kv_cache_sizes": {PERCEIVER_KV_GROUP: n_kv} if cache is not None else {}},
+    }
+    layer.scenario = _scenario(layer, data)
+    if layer.scenario is None:
+        return layer
+    q_freqs = capture.tensor(call.inputs.get("q_freqs"))
+    k_freqs = capture.tensor(call.inputs.get("k_freqs"))
+    known = True
+    if cache is not None:
+        filled = _perceiver_filling_call(capture, call, cache["k"])
+        known = filled is not None
+        kv, k_freqs = filled if filled is not None else (q.new_zeros(batch, n_kv, q.shape[-1]), None)
+    assert kv is not None
+    use_rope = bool(attention.get("use_rope"))
+    freqs = None
+    if use_rope and q_freqs is not None:
+        if k_freqs is None:  # never read: the cache holds rotated keys already
+            k_freqs = q_freqs.new_ones(q_freqs.shape[0], n_kv, q_freqs.shape[-1])
+        q_freqs, k_freqs = q_freqs.expand(batch, -1, -1), k_freqs.expand(batch, -1, -1)
+        freqs = torch.cat([q_freqs, k_freqs], dim=1)
+    layout = TokenLayout.from_scenario(layer.scenario)
+    positions, notes = _positions(capture, layer.scenario, layout)
+    layer.captured = CapturedInputs(
+        x=torch.cat([q.float(), kv.float()], dim=1),
+        freqs=freqs,
+        positions=positions,
+        state_dict=capture.module_state_dict(call.module),
+        kv_cache=None if cache is None else {PERCEIVER_KV_GROUP: {part: t.float() for part, t in cache.items()}},
+        cached_inputs_known=known,
+        notes=notes,
+    )
+    layer.output = capture.tensor(call.output)
+    layer.notes.append(
+        f"a {layer.class_name} call: group '{PERCEIVER_QUERY_GROUP}' (its q) attends to '{PERCEIVER_KV_GROUP}' "
+        "(its kv" + (", from the recorded kv_cache)." if cache is not None else ").")
+    )
+    return layer

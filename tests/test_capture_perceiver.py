@@ -1,0 +1,86 @@
+"""Perceiver calls in a capture: recorded from this package's PerceiverAttention, explorable and verified."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from noether.core.schemas.modules.layers import RopeFrequencyConfig
+from noether.explorer.capture import capture_attention
+from noether.explorer.capture_file import load_capture
+from noether.explorer.capture_layers import capture_layers, find_layer, layer_run, verify_layer
+from noether.explorer.capture_perceiver import PERCEIVER_KV_GROUP, PERCEIVER_QUERY_GROUP
+from noether.modeling.modules.attention import PerceiverAttention, PerceiverAttentionConfig
+from noether.modeling.modules.layers import RopeFrequency
+
+HIDDEN, HEADS, QUERIES, LATENTS = 32, 4, 50, 20
+
+
+class GeometryReader(nn.Module):
+    """A perceiver block reading a geometry encoding; a second call reuses the first call's cache."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.perceiver = PerceiverAttention(PerceiverAttentionConfig(hidden_dim=HIDDEN, num_heads=HEADS, use_rope=True))
+
+    def forward(
+        self, queries: torch.Tensor, geometry: torch.Tensor, q_freqs: torch.Tensor, k_freqs: torch.Tensor
+    ) -> torch.Tensor:
+        first, cache = self.perceiver(queries, geometry, q_freqs=q_freqs, k_freqs=k_freqs)
+        second, _ = self.perceiver(q=first[:, :10], kv=None, q_freqs=q_freqs[:, :10], kv_cache=cache)
+        return second
+
+
+@pytest.fixture(scope="module")
+def capture_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = GeometryReader().eval()
+    rope = RopeFrequency(RopeFrequencyConfig(hidden_dim=HIDDEN // HEADS, input_dim=3, implementation="complex"))
+    query_points, latent_points = torch.rand(2, QUERIES, 3), torch.rand(2, LATENTS, 3)
+    queries, geometry = torch.randn(2, QUERIES, HIDDEN) * 2, torch.randn(2, LATENTS, HIDDEN) * 2
+    positions = {PERCEIVER_QUERY_GROUP: query_points, PERCEIVER_KV_GROUP: latent_points}
+    with torch.no_grad(), capture_attention(model, positions=positions) as cap:
+        model(queries, geometry, rope(query_points * 20), rope(latent_points * 20))
+    path = tmp_path_factory.mktemp("perceiver") / "perceiver.capture.safetensors"
+    cap.save(path)
+    return path
+
+
+def test_both_perceiver_calls_are_explorable_and_reproduce_their_outputs(capture_path: Path) -> None:
+    capture = load_capture(capture_path)
+    layers = capture_layers(capture)
+    assert [layer.id for layer in layers] == ["perceiver#0", "perceiver#1"]
+    for layer in layers:
+        assert layer.explorable, layer.reason
+        assert layer.kind == "perceiver"
+        verification = verify_layer(layer, layer_run(layer), capture.activations_dtype)
+        assert verification.ok and verification.max_abs_diff <= 1e-5, verification
+
+
+def test_cached_perceiver_call_reads_the_recorded_cache_and_its_filling_pass(capture_path: Path) -> None:
+    capture = load_capture(capture_path)
+    layer = find_layer(capture, "perceiver#1")
+    assert layer.scenario is not None
+    assert [(s.name, s.size) for s in layer.scenario.token_specs] == [
+        (PERCEIVER_QUERY_GROUP, 10),
+        (PERCEIVER_KV_GROUP, None),
+    ]
+    run = layer_run(layer)
+    check = run.kv_cache_check()
+    assert check is not None and check.equal, check
+    weights = run.weights(pixels=64)
+    torch.testing.assert_close(weights.group_mass[..., 1], torch.ones(2, HEADS, 1))
+
+
+def test_perceiver_layer_uses_recorded_positions_and_supports_every_view(capture_path: Path) -> None:
+    capture = load_capture(capture_path)
+    run = layer_run(find_layer(capture, "perceiver#0"))
+    recorded = capture.positions()
+    torch.testing.assert_close(run.inputs.positions[:, QUERIES:], recorded[PERCEIVER_KV_GROUP].float())
+    torch.testing.assert_close(run.inputs.positions[:, :QUERIES], recorded[PERCEIVER_QUERY_GROUP].float())
+    assert run.cost().attended_pairs == QUERIES * LATENTS
+    row = run.exact_row(3)
+    torch.testing.assert_close(row.sum(-1), torch.ones(2, HEADS))
+    assert float(row[..., :QUERIES].abs().max()) == 0.0
+    assert all(t.available for t in run.backends(repeats=1, include=("mixed", "dense")))
