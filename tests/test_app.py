@@ -126,7 +126,7 @@ def test_app_starts_cleanly_on_every_preset(key):
     groups = len(scenario.token_specs)
     assert z(group_chart).shape == (groups - len(scenario.cached_names()), groups)
     mask = z(mask_chart)
-    assert max(mask.shape) <= 400 and mask.min() >= 0 and mask.max() <= 1
+    assert max(mask.shape) <= 400 and mask.min() >= 0 and mask.max() <= 100  # whole percents of attended pairs
     assert "1 cell" in title(mask_chart) or "exact" in title(mask_chart)
 
 
@@ -162,7 +162,7 @@ def test_text_edit_updates_validation_and_figures():
     assert not np.array_equal(z(before_mask), z(after_mask))
     # The sidebar editors were re-created from the new document.
     assert by_label(at.multiselect, "attend to (keys/values)").value == ["latents"]
-    assert at.data_editor[0].value["tokens"].tolist() == [256, 1024]
+    assert at.data_editor[0].value["tokens"].tolist() == ["256", "1024"]  # text cells: what is typed is kept
 
 
 def test_widget_edits_update_the_document_and_the_figures():
@@ -216,7 +216,7 @@ def test_invalid_edit_keeps_the_edits_and_the_last_valid_figures():
     assert at.text_area(key="text_editor").value == broken
     assert "Group 2 ('queries'), tokens" in texts(at.sidebar.error)
     assert "Running is paused" in texts(at.sidebar.error)
-    assert at.data_editor[0].value["tokens"].tolist() == [256, -5]
+    assert at.data_editor[0].value["tokens"].tolist() == ["256", "-5"]
     show(at, "Mask")
     assert "last valid scenario" in texts(at.warning)
     assert [z(c).tolist() for c in charts(at)] == [z(c).tolist() for c in before]
@@ -262,9 +262,12 @@ def test_weights_view_reacts_to_view_settings_without_changing_the_scenario():
     head_map = z(charts(at)[0])
     assert not np.array_equal(mean_map, head_map)
     clean(at.radio(key="v_pooling").set_value("max").run())
-    assert (z(charts(at)[0]) >= head_map - 1e-6).all()
+    max_map = z(charts(at)[0])
+    blocked = np.isnan(head_map)  # cells the rules block are gaps drawn in the blocked colour
+    assert np.array_equal(np.isnan(max_map), blocked)
+    assert (max_map[~blocked] >= head_map[~blocked] - 1e-6).all()
     clean(at.radio(key="v_colour").set_value("log").run())
-    assert z(charts(at)[0]).max() <= 0  # log10 of weights <= 1
+    assert np.nanmax(z(charts(at)[0])) <= 0  # log10 of weights <= 1
     clean(at.selectbox(key="v_qgroup").select("volume_queries").run())
     clean(at.number_input(key="v_qindex").set_value(5).run())
     assert "token 5 of volume_queries" in title(charts(at)[1])
@@ -288,7 +291,9 @@ def test_statistics_spatial_and_cost_views():
     show(at, "Spatial")
     assert "uniform in a box" in texts(at.info)
     (cloud,) = charts(at)
-    assert [trace["name"] for trace in cloud["data"]] == ["latents", "queries"]
+    # The big group is drawn first so that the small one stays visible on top; the legend keeps the input order.
+    assert [trace["name"] for trace in cloud["data"]] == ["queries", "latents"]
+    assert [trace["legendrank"] for trace in cloud["data"]] == [2, 1]
     clean(at.radio(key="v_colour_by").set_value("query").run())
     grey, attended, selected = charts(at)[0]["data"]
     assert (grey["name"], attended["name"], selected["name"]) == ("not attended", "attended", "selected token")
@@ -402,7 +407,7 @@ def test_uploaded_trained_weights_are_used_or_explained():
     good = save_safetensors({f"blocks.0.attn.{k}": v.contiguous() for k, v in module.state_dict().items()})
     at = start(preset="perceiver")
     clean(at.get("file_uploader")[1].upload("layer.safetensors", good).run())
-    assert "Loaded trained weights" in texts(at.success)
+    assert "Read 8 tensors from layer.safetensors" in texts(at.info)
     assert "trained weights loaded from 'blocks.0.attn.'" in texts(at.caption)
     wrong = save_safetensors({k: torch.zeros(64, 64) for k in ("q.weight", "k.weight", "v.weight", "proj.weight")})
     clean(at.get("file_uploader")[1].upload("wrong.safetensors", wrong).run())
@@ -430,11 +435,27 @@ def test_uploaded_point_cloud_places_the_tokens():
     assert "reused" in warning
 
 
-def test_big_computations_wait_for_a_click():
+def test_big_computations_show_a_preview_while_the_exact_pass_runs_and_stop_keeps_it():
     at = start(preset="abupt_sized", tab="Weights")
-    assert "bigger computation" in texts(at.info) and "the attention-weight maps" in texts(at.info)
-    assert by_label(at.button, "Compute weights")
-    assert not charts(at)
+    jobs = at.session_state["exact_jobs"]
+    try:
+        assert "PREVIEW from" in texts(at.info) and "sampled per query group" in texts(at.info)
+        assert title(charts(at)[0]).startswith("PREVIEW (")
+        assert [job.state for job in jobs._jobs.values()] == ["running"]
+        show(at, "Statistics")  # switching tabs neither restarts nor blocks the pass
+        assert [job.state for job in jobs._jobs.values()] == ["running"]
+        assert "PREVIEW from" in texts(at.info)
+        clean(by_label(at.button, "Stop").click().run())
+        (job,) = jobs._jobs.values()
+        assert job.wait(60) and job.state == "stopped"
+        show(at, "Weights")
+        assert "Exact pass stopped; the preview stays on screen." in texts(at.info)
+        assert title(charts(at)[0]).startswith("PREVIEW (")
+        assert len(jobs._jobs) == 1  # a rerun after Stop does not start the pass again
+    finally:
+        for job in jobs._jobs.values():
+            job.stop()
+            job.wait(60)
 
 
 @pytest.mark.slow
@@ -475,3 +496,31 @@ def test_malformed_documents_never_crash_and_keep_the_last_valid_views():
             show(at, tab)
             assert active(at) == scenario_to_dict(load_preset("perceiver"))
         show(at, "Edit as text")
+
+
+def test_the_exact_pass_replaces_the_preview_when_complete(monkeypatch: pytest.MonkeyPatch):
+    import noether.explorer.ui.context as context
+
+    monkeypatch.setattr(context, "AUTO_COMPUTE_SECONDS", 0.0)  # the built-in example then counts as big
+    at = start(tab="Weights")
+    assert title(charts(at)[0]).startswith("PREVIEW (")
+    (job,) = at.session_state["exact_jobs"]._jobs.values()
+    assert job.wait(120) and job.state == "done"
+    clean(at.run())
+    assert not title(charts(at)[0]).startswith("PREVIEW")
+    assert "PREVIEW from" not in texts(at.info)
+    assert not [b for b in at.button if b.label == "Stop"]
+
+
+def test_zoom_window_shows_exact_token_pairs_and_names_bad_ranges():
+    at = start(tab="Weights")
+    at.number_input(key="z_q0").set_value(100)
+    at.number_input(key="z_q1").set_value(164)
+    at.number_input(key="z_k0").set_value(0)
+    at.number_input(key="z_k1").set_value(32)
+    clean(by_label(at.button, "Compute window").click().run())
+    zoom = [title(c) for c in charts(at) if "window queries" in title(c)]
+    assert zoom and "window queries 100:164 x keys 0:32" in zoom[0] and "exact: 1 cell = 1 query-key pair" in zoom[0]
+    at.number_input(key="z_q1").set_value(50)
+    clean(by_label(at.button, "Compute window").click().run())
+    assert "**zoom window**: the query range 100:50 is not inside 0:6144" in texts(at.error)

@@ -162,6 +162,75 @@ def test_app_renders_and_follows_an_edit(app_url: str) -> None:
             browser.close()
 
 
+# The AB-UPT-shaped example at a quarter of its size: 24,576 tokens, two branches, point cloud and RoPE.
+QUARTER_ABUPT = """attention:
+  {kind: self_anchor, hidden_dim: 192, num_heads: 3, use_rope: true, branches: [surface, volume]}
+token_specs:
+  - surface_anchors: 4096
+  - surface_queries: 8192
+  - volume_anchors: 4096
+  - volume_queries: 8192
+run: {inputs: point_cloud, weights: spatial}
+"""
+# Title of the first weights map on the page ('' while none is drawn).
+MAP_TITLE = """() => Array.from(document.querySelectorAll('.js-plotly-plot .gtitle')).map(e => e.textContent)
+    .find(t => t.includes('Attention weights')) || ''"""
+EXACT_PASS_MS = 600_000
+
+
+def test_preview_first_then_the_exact_pass_in_the_background(app_url: str) -> None:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed")
+    executable = _chromium()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            page.goto(app_url, wait_until="domcontentloaded")
+            _settle(page, 2)
+            page.get_by_role("tab", name="Edit as text").click()
+            editor = page.get_by_label("Scenario text")
+            editor.wait_for(timeout=RENDER_MS)
+            editor.fill(QUARTER_ABUPT)
+            editor.press("Control+Enter")
+            page.get_by_text("The text is a valid scenario.").wait_for(timeout=RENDER_MS)
+
+            page.get_by_role("tab", name="Weights").click()
+            try:
+                # Preparing a 24k-token layer (module, point cloud, keys) comes first; a busy CPU can take a while.
+                page.wait_for_function(f"() => ({MAP_TITLE})().includes('PREVIEW (')", timeout=3 * RENDER_MS)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "preview-missing.png"), full_page=True)
+                raise
+            page.get_by_text("Exact pass in the background").first.wait_for(timeout=RENDER_MS)
+            assert page.get_by_text("PREVIEW from").count() >= 1
+            page.screenshot(path=str(ARTIFACTS / "preview.png"))
+
+            # Another tab while the pass runs: it answers, with the preview's statistics and the pass still going.
+            page.get_by_role("tab", name="Statistics").click()
+            page.get_by_text("PREVIEW from").first.wait_for(timeout=RENDER_MS)
+            assert page.get_by_text("Exact pass in the background").count() >= 1
+            assert page.locator('[data-testid="stException"]').count() == 0
+
+            page.get_by_role("tab", name="Weights").click()
+            page.wait_for_function(
+                f"() => {{ const t = ({MAP_TITLE})(); return t !== '' && !t.includes('PREVIEW'); }}",
+                timeout=EXACT_PASS_MS,
+            )
+            assert page.get_by_text("PREVIEW from").count() == 0
+            assert page.locator('[data-testid="stException"]').count() == 0
+            page.screenshot(path=str(ARTIFACTS / "exact.png"))
+        finally:
+            browser.close()
+
+
 def _readme_screenshot(browser: Any, app_url: str) -> None:
     """The default example's Weights view (log colour), for the README."""
     page = browser.new_page(viewport={"width": 1500, "height": 1250}, device_scale_factor=1)
@@ -180,3 +249,51 @@ def _readme_screenshot(browser: Any, app_url: str) -> None:
     _settle(page, 2)
     page.screenshot(path=str(ROOT / "assets" / "screenshot.png"))
     page.close()
+
+
+def test_model_overview_and_rollout_of_the_demo_capture(app_url: str) -> None:
+    """Model mode on the shipped demo: the overview's depth heatmap lists every call, the rollout draws the car."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed")
+    if not (ROOT / "noether" / "explorer" / "assets" / "demo_capture.safetensors").is_file():
+        pytest.skip("this checkout has no demo capture")
+    executable = _chromium()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            page.goto(app_url, wait_until="domcontentloaded")
+            _settle(page, 2)
+            page.get_by_text("Model", exact=True).click()
+            page.get_by_role("button", name="Open the demo capture").click()
+            page.get_by_text("Opened the capture the demo capture").wait_for(timeout=RENDER_MS)
+            page.get_by_role("tab", name="Model overview").click()
+            page.wait_for_function(
+                """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
+                    (gd.data || []).some(t => t.type === 'heatmap' && Array.isArray(t.y)
+                        && t.y.some(l => String(l).includes('geometry_blocks'))))""",
+                timeout=RENDER_MS,
+            )
+            charts = _settle(page, 4)
+            heatmap = next(t for chart in charts for t in chart if t["type"] == "heatmap" and t["y"])
+            assert len(heatmap["y"]) == 13, heatmap["y"]
+            page.screenshot(path=str(ARTIFACTS / "model_overview.png"))
+
+            page.get_by_role("tab", name="Rollout").click()
+            page.wait_for_function(
+                """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
+                    (gd.data || []).some(t => t.type === 'scatter3d'))""",
+                timeout=RENDER_MS,
+            )
+            _settle(page, 1)
+            page.get_by_text("Attention rollout (Abnar & Zuidema, 2020)").first.wait_for(timeout=RENDER_MS)
+            page.screenshot(path=str(ARTIFACTS / "rollout.png"))
+        finally:
+            browser.close()

@@ -5,11 +5,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from noether.explorer.capture_file import CaptureError, is_capture_name, load_capture, load_capture_bytes
-from noether.explorer.capture_layers import capture_layers
+from noether.explorer.capture_layers import capture_layers, layer_run, verify_layer
 from noether.explorer.cli import main
 from noether.explorer.io import load_scenario_bytes
+from noether.explorer.problems import ExplorerError
 
 CORPUS = Path(__file__).parent / "corpus"
 BAD_CAPTURES = sorted(path for path in (CORPUS / "bad").iterdir() if is_capture_name(path))
@@ -123,6 +126,7 @@ def test_export_a_layer_gives_a_scenario_that_validates(capsys, tmp_path: Path):
     [
         (["render", str(GOOD), "--out", "x.png"], 2, "give --layer PATH[#N]"),
         (["export", str(GOOD), "--format", "json"], 2, "give --layer PATH[#N]"),
+        (["bench", str(GOOD)], 2, "give --layer PATH[#N]"),
         (["render", str(GOOD), "--layer", "block", "--weights", "w.pt", "--out", "x.png"], 2, "--weights does not"),
         (["export", str(CORPUS / "good" / "minimal_mixed.yaml"), "--layer", "x", "--format", "json"], 2, "capture"),
         (["export", str(GOOD), "--layer", "blok#0", "--format", "json"], 1, "Did you mean 'block#0'"),
@@ -140,3 +144,109 @@ def test_capture_usage_and_layer_errors(capsys, argv: list[str], code: int, mess
         assert got == code
     assert_clean(err)
     assert message in err
+
+
+GOOD_BYTES = GOOD.read_bytes()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    position=st.integers(min_value=0, max_value=len(GOOD_BYTES) - 1),
+    value=st.integers(min_value=0, max_value=255),
+    cut=st.integers(min_value=0, max_value=len(GOOD_BYTES)),
+)
+def test_corrupted_captures_are_refused_or_read_never_crash(position: int, value: int, cut: int):
+    """A byte changed anywhere (header, manifest or data) and the file cut anywhere: a CaptureError or a capture
+    whose every layer is listed (explorable or with its reason)."""
+    data = bytearray(GOOD_BYTES)
+    data[position] = value
+    for candidate in (bytes(data), GOOD_BYTES[:cut]):
+        try:
+            capture = load_capture_bytes(candidate, name="fuzzed")
+        except CaptureError as exc:
+            assert exc.problems and all(str(problem) for problem in exc.problems)
+            continue
+        for layer in capture_layers(capture):
+            assert layer.explorable or layer.reason
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 10**6) | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _paths(value: object, prefix: tuple = ()) -> list[tuple]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*prefix, index))
+    return found
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_manifest_value_replaced_is_refused_or_listed(data: st.DataObject, tmp_path_factory):
+    """Any field of the manifest replaced by any JSON value: a CaptureError naming a place, or a capture whose
+    layers are explorable or listed with a reason — never another exception."""
+    import struct
+
+    from capture_helpers import write_capture
+    from safetensors.torch import load
+
+    (length,) = struct.unpack("<Q", GOOD_BYTES[:8])
+    manifest = json.loads(json.loads(GOOD_BYTES[8 : 8 + length])["__metadata__"]["manifest"])
+    paths = [path for path in _paths(manifest) if path]
+    path = data.draw(st.sampled_from(paths))
+    target = manifest
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = data.draw(JSON_VALUES)
+    out = write_capture(tmp_path_factory.mktemp("fuzz") / "m.capture.safetensors", load(GOOD_BYTES), manifest)
+    try:
+        capture = load_capture(out)
+    except CaptureError as exc:
+        assert exc.problems and exc.problems[0].where
+        return
+    for layer in capture_layers(capture):
+        assert layer.explorable or layer.reason
+        if layer.explorable:
+            try:
+                verify_layer(layer, layer_run(layer), capture.activations_dtype)
+            except ExplorerError as exc:
+                assert exc.problems
+
+
+@pytest.mark.parametrize(
+    ("module", "field", "value", "reason"),
+    [
+        ("block", "use_rope", True, "use_rope=True but RoPE freqs were not recorded"),
+        ("encoder", "use_rope", True, "use_rope=True but RoPE freqs were not recorded"),
+        ("block", "bias", False, "bias"),
+        ("block", "qk_norm", True, "qk_norm"),
+        ("block", "num_heads", 3, "divisible"),
+    ],
+)
+def test_a_config_that_contradicts_the_recording_is_explained(tmp_path: Path, module, field, value, reason):
+    import struct
+
+    from capture_helpers import write_capture
+    from safetensors.torch import load
+
+    (length,) = struct.unpack("<Q", GOOD_BYTES[:8])
+    manifest = json.loads(json.loads(GOOD_BYTES[8 : 8 + length])["__metadata__"]["manifest"])
+    manifest["modules"][module]["config"][field] = value
+    capture = load_capture(write_capture(tmp_path / "c.capture.safetensors", load(GOOD_BYTES), manifest))
+    layer = next(layer for layer in capture_layers(capture) if layer.module == module)
+    if layer.explorable:
+        with pytest.raises(ExplorerError) as caught:
+            layer_run(layer)
+        assert reason in str(caught.value)
+    else:
+        assert reason in layer.reason

@@ -61,7 +61,7 @@ def test_validate_accepts_good_file_with_a_summary(capsys, path: Path):
     if path.name.endswith(".safetensors"):
         assert "capture" in out and "explorable" in out
     else:
-        assert "attended pair" in out and "density" in out
+        assert "attended pair" in out and "sparsity" in out
     assert len(out.splitlines()) == 1
 
 
@@ -70,7 +70,7 @@ def test_validate_summary_counts_attended_pairs_from_the_groups(capsys):
     assert code == 0
     # surface_queries (4096) x surface_anchors (2048) + volume_queries (2048) x (1024 + 2048) cached keys.
     assert "6,144 query tokens x 9,216 keys" in out
-    assert "14,680,064 attended pairs (density 25.93%)" in out
+    assert "14,680,064 attended pairs (sparsity 74.07%)" in out
 
 
 def test_validate_summary_excludes_padding(capsys):

@@ -127,7 +127,9 @@ def test_group_rows_read_both_item_forms_and_cache_sizes():
     ]
     assert ed.group_rows({"token_specs": [{"x": None}]}) == [ed.GroupRow("x", DEFAULT_CACHE_SIZE, True)]
     assert ed.group_rows({}) == []
-    for bad in ("groups", [["a", 1]], [{"a": 1, "b": 2}], [{"a": "many"}], [{"name": 3, "size": 1}]):
+    # Text typed as a size stays visible in the table, so that the user sees what validation explains.
+    assert ed.group_rows({"token_specs": [{"a": "many"}]}) == [ed.GroupRow("a", "many", False)]
+    for bad in ("groups", [["a", 1]], [{"a": 1, "b": 2}], [{"a": [4]}], [{"name": 3, "size": 1}]):
         assert ed.group_rows({"token_specs": bad}) is None
 
 

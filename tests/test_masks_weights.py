@@ -2,6 +2,7 @@
 (batch, heads, queries, keys) matrix gives when pooled by hand, and that matrix is the module's own."""
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+import noether.explorer.weights as weights_module
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.masks import dense_mask, group_mask, group_mask_mod, pooled_mask, token_group_ids
 from noether.explorer.presets import preset_text
@@ -18,11 +20,13 @@ from noether.explorer.run import ExplorerRun
 from noether.explorer.scenario import Scenario, validate_scenario
 from noether.explorer.views import display_map, repool, weight_map
 from noether.explorer.weights import (
+    Cancelled,
     WeightOptions,
     WeightResult,
     attention_weight_maps,
     chunk_rows,
     pool_dim,
+    top_k_mass,
 )
 
 ATOL = 1e-6
@@ -228,6 +232,8 @@ def test_chunk_rows_fits_and_aligns(batch: int, heads: int, keys: int, factor: i
         assert rows % factor == 0
     fitting = chunk_bytes // (batch * heads * keys * 4)
     assert rows <= max(fitting, factor, 1)
+    if fitting < factor:
+        assert rows * batch * heads * keys * 4 <= 2 * chunk_bytes or rows == 1
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -391,7 +397,7 @@ def test_tiny_chunks_really_are_many_and_unaligned(run: ExplorerRun) -> None:
         run.keys(),
         PoolGrid(22, 3),
         PoolGrid(22, 3),
-        WeightOptions(chunk_bytes=500),
+        WeightOptions(chunk_bytes=200),
         progress=lambda fraction, message: seen.append(fraction),
     )
     assert maps_at_progress.mean.shape == (2, 2, 8, 8)
@@ -626,3 +632,66 @@ def test_zero_token_key_group_with_pooled_weights() -> None:
     result = zero_run.weights(pixels=3)
     assert result.cols.factor == 3
     torch.testing.assert_close(result.mean, hand_pool(exact, 3, 3, "mean"), atol=ATOL, rtol=0)
+
+
+@given(
+    keys=st.integers(1, 3000),
+    k=st.integers(1, 12),
+    block=st.integers(1, 70),
+    ties=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_top_k_mass_by_blocks_equals_full_top_k(keys: int, k: int, block: int, ties: bool, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.rand(2, 3, keys, generator=generator)
+    if ties:
+        weights = (weights * 4).round() / 4
+    expected = weights.topk(min(k, keys), dim=-1).values.sum(-1)
+    assert torch.allclose(top_k_mass(weights, k, block=block), expected, atol=1e-6)
+
+
+def test_cancelled_pass_stops_between_chunks() -> None:
+    run = ExplorerRun(WEIGHT_DOC)
+    rows, cols = run.grids(64)
+    stop = threading.Event()
+    calls: list[float] = []
+
+    def progress(fraction: float, message: str) -> None:
+        calls.append(fraction)
+        stop.set()
+
+    with pytest.raises(Cancelled):
+        attention_weight_maps(
+            run.core,
+            run.layout,
+            run.x_queries,
+            run.freqs_queries,
+            run.keys(),
+            rows,
+            cols,
+            WeightOptions(chunk_bytes=1),
+            progress=progress,
+            cancel=stop,
+        )
+    assert len(calls) == 1 and calls[0] < 1.0
+
+
+def test_progress_reports_are_bounded_however_many_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(weights_module, "PROGRESS_STEPS", 4)
+    run = ExplorerRun(WEIGHT_DOC)
+    rows, cols = run.grids(64)
+    calls: list[float] = []
+    attention_weight_maps(
+        run.core,
+        run.layout,
+        run.x_queries,
+        run.freqs_queries,
+        run.keys(),
+        rows,
+        cols,
+        WeightOptions(chunk_bytes=1),
+        progress=lambda fraction, _: calls.append(fraction),
+    )
+    # One row per chunk gives 22 chunks; the reports stay at one per quarter.
+    assert calls[-1] == 1.0
+    assert len(calls) <= 5 < run.layout.n_queries

@@ -151,12 +151,12 @@ def test_name_listed_twice_in_one_list(field: str) -> None:
     assert "'a' 2 times" in found[0].message
 
 
-def test_duplicate_group_names_name_every_occurrence() -> None:
+def test_a_duplicate_group_name_is_one_problem_naming_the_first_group() -> None:
     report = validate_scenario(doc([{"a": 2}, {"b": 2}, {"a": 3}], [(["a", "b"], ["a"])]))
     assert not report.ok
-    wheres = sorted(p.where for p in report.problems)
-    assert wheres == ["token_specs[0].name", "token_specs[2].name"]
-    assert all("'a'" in p.message and "2 groups" in p.message for p in report.problems)
+    assert [(p.where, p.message) for p in report.problems] == [
+        ("token_specs[2].name", "'a' is already the name of group 1.")
+    ]
 
 
 @pytest.mark.parametrize("name", ["", "   "])
@@ -406,13 +406,13 @@ def test_anchor_kind_rejects_different_given_patterns() -> None:
 def test_anchor_kind_missing_anchor_group() -> None:
     specs = [{"surface_anchors": 4}, {"surface_queries": 4}, {"volume_queries": 4}]
     problem = only_error(anchor_doc("self_anchor", ["surface", "volume"], specs))
-    assert problem.where == "token_specs"
+    assert problem.where == "attention.branches"
     assert "'volume_anchors'" in problem.message
 
 
 def test_anchor_kind_missing_branch() -> None:
     problem = only_error(anchor_doc("joint_anchor", ["surface", "volume", "wake"]))
-    assert problem.where == "token_specs"
+    assert problem.where == "attention.branches"
     assert "'wake'" in problem.message
 
 

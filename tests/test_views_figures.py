@@ -132,12 +132,14 @@ def test_mask_figure_content(run: ExplorerRun) -> None:
     fig = mask_figure(layout, pooled_mask(layout, rows, cols), rows, cols)
     trace = fig.data[0]
     assert np.asarray(trace.z).shape == (layout.n_queries, layout.n_keys)
-    assert (trace.zmin, trace.zmax) == (0, 1)
+    assert (trace.zmin, trace.zmax) == (0, 100)  # whole percents of attended pairs
     assert "exact" in fig.layout.title.text
     assert list(fig.layout.xaxis.ticktext) == [g.name + (" (cached)" if g.cached else "") for g in layout.groups]
     assert list(fig.layout.yaxis.ticktext) == [g.name for g in layout.query_groups]
-    # One boundary line per inner group edge on each axis.
-    assert len(fig.layout.shapes) == (len(layout.groups) - 1) + (len(layout.query_groups) - 1)
+    # One boundary segment (three points: start, end, gap) per inner group edge on each axis, in one trace.
+    (lines,) = [t for t in fig.data if t.type == "scatter"]
+    assert len(lines.x) == 3 * ((len(layout.groups) - 1) + (len(layout.query_groups) - 1))
+    assert not fig.layout.shapes
 
 
 def test_pooled_mask_figure_says_how_many_tokens_a_cell_holds(run: ExplorerRun) -> None:

@@ -19,6 +19,7 @@ from safetensors.torch import load as load_safetensors
 
 from noether.explorer.capture_manifest import CallEntry, Manifest, fail, tree_keys
 from noether.explorer.capture_manifest import CaptureError as CaptureError
+from noether.explorer.capture_names import is_capture_name as is_capture_name
 from noether.explorer.capture_shapes import check_call_shapes, check_positions
 
 FORMAT = "noether-attention-capture"
@@ -116,11 +117,6 @@ def load_capture_bytes(data: bytes, name: str = "capture", max_bytes: int = MAX_
     except Exception as exc:
         raise fail("(file)", f"could not be read as safetensors ({_short(exc)}).") from None
     return _finish(name, manifest, tensors, len(data))
-
-
-def is_capture_name(path: str | Path) -> bool:
-    """Files named ``*.safetensors`` are read as captures (anything else as a scenario document)."""
-    return str(path).lower().endswith(".safetensors")
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -95,7 +95,17 @@ def layer_of(capture: Capture, call: CallEntry) -> Layer:
             _blank(capture, call),
             f"not explorable yet: the explorer has no converter for kind '{call.kind}' ({module.class_name}).",
         )
-    return convert(capture, call)
+    try:
+        return convert(capture, call)
+    except (ExplorerError, ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+        # A manifest that passed the reader's checks but that a converter cannot map is listed, never a traceback.
+        return _refused(_blank(capture, call), f"its recorded arguments could not be converted ({_describe(exc)}).")
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ExplorerError):
+        return "; ".join(str(p) for p in exc.problems)
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def capture_layers(capture: Capture) -> list[Layer]:
@@ -140,6 +150,18 @@ def find_layer(capture: Capture, text: str) -> Layer:
 def _attention(capture: Capture, call: CallEntry) -> dict[str, Any]:
     config = capture.manifest.modules[call.module].config
     return {"kind": "mixed", **{key: config[key] for key in _CONFIG_KEYS if key in config}}
+
+
+def _inconsistency(capture: Capture, call: CallEntry, freqs: torch.Tensor | None) -> str:
+    """Why the recorded arguments contradict the module's config (the module would have refused them), or ''."""
+    use_rope = bool(capture.manifest.modules[call.module].config.get("use_rope", False))
+    if use_rope != (freqs is not None):
+        return f"the module's config says use_rope={use_rope} but RoPE freqs were {'not ' if use_rope else ''}recorded."
+    cached = [spec.get("name") for spec in call.token_specs or [] if spec.get("size") is None]
+    missing = [name for name in cached if name not in call.caches()]
+    if missing:
+        return f"cached groups {missing} have no keys/values in the recorded kv_cache."
+    return ""
 
 
 def _scenario(layer: Layer, data: Mapping[str, Any]) -> Scenario | None:
@@ -211,11 +233,10 @@ def _key_axis(
             else:
                 xs.append(linked[0].to(x.dtype))
                 if freqs is not None:
-                    fs.append(
-                        linked[1]
-                        if linked[1] is not None
-                        else freqs.new_ones(freqs.shape[0], group.size, freqs.shape[-1])
-                    )
+                    rows = linked[1]
+                    if rows is None:
+                        rows = freqs.new_ones(freqs.shape[0], group.size, freqs.shape[-1])
+                    fs.append(rows.expand(freqs.shape[0], -1, -1))
         else:
             xs.append(x[:, start : start + group.size])
             if freqs is not None:
@@ -290,6 +311,8 @@ def mixed_layer(capture: Capture, call: CallEntry) -> Layer:
     x = capture.tensors[call.inputs["x"]]
     freqs = capture.tensor(call.inputs.get("freqs"))
     mask = capture.tensor(call.inputs.get("key_padding_mask"))
+    if _inconsistency(capture, call, freqs):
+        return _refused(layer, _inconsistency(capture, call, freqs))
     specs = [{"name": spec.get("name"), "size": spec.get("size")} for spec in call.token_specs]
     cache_sizes = {}
     for spec in specs:
@@ -346,6 +369,8 @@ def dot_product_layer(capture: Capture, call: CallEntry) -> Layer:
     x = capture.tensor(call.inputs.get("x"))
     if x is None:
         return _refused(layer, "the call has no x recorded.")
+    if _inconsistency(capture, call, capture.tensor(call.inputs.get("freqs"))):
+        return _refused(layer, _inconsistency(capture, call, capture.tensor(call.inputs.get("freqs"))))
     batch, tokens = x.shape[0], x.shape[1]
     mask = None
     attn_mask = capture.tensor(call.inputs.get("attn_mask"))
@@ -421,7 +446,12 @@ def verify_layer(layer: Layer, run: Any, dtype: torch.dtype) -> Verification:
     if layer.output is None:
         raise ExplorerError(Problem(f"layer '{layer.id}'", "has no recorded output to verify against."))
     recorded = layer.output.float()
-    output = run.forward().output
+    try:
+        output = run.forward().output
+    except (ValueError, RuntimeError) as exc:  # the module refused the recorded arguments
+        raise ExplorerError(
+            Problem(f"layer '{layer.id}'", f"could not be recomputed from its recorded arguments ({_describe(exc)}).")
+        ) from None
     diff = float((output - recorded).abs().max()) if recorded.numel() else 0.0
     scale = float(recorded.abs().max()) if recorded.numel() else 0.0
     tol, text = tolerance(dtype, scale)

@@ -49,14 +49,28 @@ def load_state_dict_bytes(data: bytes, name: str = "weights") -> dict[str, torch
     try:
         obj = _parse_safetensors_or_torch(data)
     except Exception as exc:  # every parser failure is bad input here, reported in one line
-        raise ExplorerError(
-            Problem(
-                name,
-                f"could not be read as safetensors or a weights-only torch checkpoint ({exc}).",
-                "Save it with safetensors.torch.save_file or torch.save(module.state_dict(), path).",
-            )
-        ) from None
+        # PyTorch's own text advises loading with weights_only=False, which would run code from the file: it is
+        # never shown; the message says what was refused and how to save the weights so that they load.
+        raise ExplorerError(_refusal(name, exc)) from None
     return _unwrap(obj)
+
+
+_SAVE_HINT = (
+    "Save only the tensors: safetensors.torch.save_file(module.state_dict(), path), "
+    "or torch.save(module.state_dict(), path)."
+)
+
+
+def _refusal(name: str, exc: Exception) -> Problem:
+    text = str(exc)
+    if "Weights only load failed" in text and "Unsupported global" in text:
+        return Problem(
+            name,
+            "was refused: besides tensors it holds pickled Python objects (classes or functions), and loading them "
+            "could run code from the file.",
+            _SAVE_HINT,
+        )
+    return Problem(name, "is neither a safetensors file nor a torch checkpoint that holds only tensors.", _SAVE_HINT)
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -115,12 +129,47 @@ def select_attention_weights(
     return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}, prefix
 
 
+_PROJECTIONS = tuple(f"{n}.{p}" for n in ("q", "k", "v", "proj") for p in ("weight", "bias"))
+
+
+def _trained_width(key: str, got: tuple[int, ...]) -> int | None:
+    """The hidden_dim a projection tensor of this shape belongs to (square weight, or bias), else None."""
+    if key.endswith(".weight") and len(got) == 2 and got[0] == got[1]:
+        return got[0]
+    if key.endswith(".bias") and len(got) == 1:
+        return got[0]
+    return None
+
+
 def _shape_hint(key: str, got: tuple[int, ...], expected: tuple[int, ...]) -> str:
-    if key.endswith(("q.weight", "k.weight", "v.weight", "proj.weight", "q.bias", "k.bias", "v.bias", "proj.bias")):
-        return f"The checkpoint was trained with hidden_dim={got[0]}; set attention.hidden_dim: {got[0]}."
+    if key.endswith(_PROJECTIONS):
+        width = _trained_width(key, got)
+        if width is not None:
+            return f"The checkpoint was trained with hidden_dim={width}; set attention.hidden_dim: {width}."
+        return (
+            "A projection of an attention layer is hidden_dim x hidden_dim; this one is not, so no hidden_dim fits "
+            "it. The file is damaged or holds another kind of layer: pick another layer or re-save it."
+        )
     if "norm" in key:
         return f"The checkpoint's head_dim is {got[0]}; set hidden_dim / num_heads so that head_dim = {got[0]}."
     return f"Expected shape {expected}."
+
+
+def _width_problem(module_state: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor]) -> Problem | None:
+    """One problem when every projection agrees on another hidden_dim (instead of one per tensor)."""
+    shapes = {key: tuple(weights[key].shape) for key in _PROJECTIONS if key in weights and key in module_state}
+    widths = {_trained_width(key, shape) for key, shape in shapes.items()}
+    if len(shapes) < 2 or len(widths) != 1 or None in widths:
+        return None
+    width = widths.pop()
+    current = module_state["q.weight"].shape[0] if "q.weight" in module_state else None
+    if width is None or width == current:
+        return None
+    return Problem(
+        "weights",
+        f"the checkpoint's projections (q, k, v, proj) are {width} x {width}; the scenario's hidden_dim is {current}.",
+        f"The checkpoint was trained with hidden_dim={width}; set attention.hidden_dim: {width}.",
+    )
 
 
 def _presence_hint(key: str, in_checkpoint: bool) -> str:
@@ -142,6 +191,11 @@ def fit_problems(module: nn.Module, weights: Mapping[str, torch.Tensor]) -> list
     """Why ``weights`` would not load into ``module`` with strict=True, in scenario terms."""
     expected = module.state_dict()
     problems = []
+    width = _width_problem(expected, weights)
+    if width is not None:
+        problems.append(width)
+        weights = {key: value for key, value in weights.items() if key not in _PROJECTIONS}
+        expected = {key: value for key, value in expected.items() if key not in _PROJECTIONS}
     for key, tensor in weights.items():
         if key not in expected:
             problems.append(

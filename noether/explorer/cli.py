@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     from noether.explorer import cli_capture
 
     cli_capture.add_capture_info(commands)
+    from noether.explorer import cli_rollout
+
+    cli_rollout.add_rollout(commands)
     _add_examples(commands)
     _add_app(commands)
     return parser
@@ -140,10 +143,29 @@ def _add_render(commands: Any) -> None:
     sub = commands.add_parser(
         "render",
         help="draw the attention mask or weights to a PNG or HTML file",
-        description="Run the scenario and draw its attention mask or weights, pooled to at most --pixels per axis.",
+        description="Run the scenario and draw its attention mask or weights, pooled to at most --pixels per axis. "
+        "Weights use a log colour scale (log10 of the pooled weight), the mask a linear one (share of attended "
+        "pairs); cells the rules block entirely are drawn in their own grey, apart from the colour scale.",
     )
     _add_run_options(sub)
-    sub.add_argument("--view", choices=("mask", "weights"), default="mask", help="what to draw (default: mask)")
+    sub.add_argument(
+        "--view",
+        choices=("mask", "weights"),
+        help="what to draw (default: mask; weights with --preview or --window)",
+    )
+    sub.add_argument(
+        "--preview",
+        action="store_true",
+        help="weights estimated from stratified sampled query rows (seconds at 100k tokens); prints the sample "
+        "size and standard errors",
+    )
+    sub.add_argument(
+        "--window",
+        type=_window,
+        metavar="Q0:Q1,K0:K1",
+        help="exact weights of query tokens Q0..Q1-1 against key tokens K0..K1-1 only, one cell per token pair "
+        "when the window fits in --pixels",
+    )
     sub.add_argument(
         "--head", type=_head, default="mean", metavar="H|mean", help="attention head to draw (default: mean)"
     )
@@ -167,7 +189,8 @@ def _add_bench(commands: Any) -> None:
     )
     _add_run_options(sub)
     sub.add_argument("--repeats", type=_positive_int, default=5, metavar="N", help="timed runs (default: 5)")
-    sub.set_defaults(handler=_bench_command)
+    _layer_option(sub)
+    sub.set_defaults(handler=_bench_command, parser=sub)
 
 
 def _add_examples(commands: Any) -> None:
@@ -250,6 +273,17 @@ def _head(text: str) -> int | str:
     return "mean" if text == "mean" else _non_negative_int(text)
 
 
+def _window(text: str) -> Any:
+    from noether.explorer.problems import ExplorerError
+    from noether.explorer.window import parse_window
+
+    try:
+        return parse_window(text)
+    except ExplorerError as exc:
+        problem = exc.problems[0]
+        raise argparse.ArgumentTypeError(f"{problem.message} {problem.hint}") from None
+
+
 def _render_output(text: str) -> Path:
     path = Path(text)
     if path.suffix.lower() not in (".png", ".html"):
@@ -263,7 +297,7 @@ def _render_output(text: str) -> Path:
 
 
 def _validate_command(args: argparse.Namespace) -> int:
-    from noether.explorer.capture_file import is_capture_name
+    from noether.explorer.capture_names import is_capture_name
     from noether.explorer.cli_capture import validate_capture
 
     invalid = 0
@@ -309,12 +343,33 @@ def _schema_command(args: argparse.Namespace) -> int:
 def _render_command(args: argparse.Namespace) -> int:
     from noether.explorer import cli_capture
 
+    refusal = _output_refusal(Path(args.out))
+    if refusal:
+        # Checked before anything is built or read: a typo in --out must not cost a whole run.
+        _err(f"{_printable(str(args.out))}: cannot write: {refusal}")
+        return EXIT_INVALID
     if cli_capture.wants_capture(args):
-        return cli_capture.render_layer_command(args)
+        return cli_capture.layer_command(args)
     return _run_engine(args, "render", render_scenario)
 
 
+def _output_refusal(path: Path) -> str:
+    """Why ``path`` cannot be written as an output file ('' when it can, as far as can be told before writing)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        return "it is a folder. Give a file name ending in .png or .html."
+    if not folder.is_dir():
+        return f"the folder '{_printable(str(folder))}' does not exist. Create it first or choose another --out."
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"no permission to write in '{_printable(str(folder))}'. Choose another --out."
+    return ""
+
+
 def _bench_command(args: argparse.Namespace) -> int:
+    from noether.explorer import cli_capture
+
+    if cli_capture.wants_capture(args):
+        return cli_capture.layer_command(args, bench_run)
     return _run_engine(args, "bench", bench_scenario)
 
 
@@ -355,7 +410,8 @@ def _run_engine(
     if not report.ok or report.scenario is None:
         return EXIT_INVALID
     if args.weights is not None and not Path(args.weights).is_file():
-        _err(f"{_printable(args.weights)}: --weights: no such file. Give the path of a checkpoint file.")
+        what = "is a folder, not a checkpoint file" if Path(args.weights).is_dir() else "no such file"
+        _err(f"{_printable(args.weights)}: --weights: {what}. Give the path of a checkpoint file.")
         return EXIT_INVALID
     progress = _progress(quiet=args.quiet)
     try:
@@ -427,34 +483,79 @@ def render_run(run: Any, args: argparse.Namespace, progress: Progress) -> int:
     from noether.explorer.png import map_png
     from noether.explorer.views import mask_map, weights_map
 
+    view = _render_view(args)
     _check_view_choice(run, args)
     out = Path(args.out)
     html = out.suffix.lower() == ".html"
     budget = min(args.pixels, HTML_MAX_BINS) if html else args.pixels
     layout = run.layout
-    if args.view == "mask":
+    if view == "mask":
         rows, cols = PoolGrid.fit(layout.n_queries, budget), PoolGrid.fit(layout.n_keys, budget)
         spec = mask_map(layout, pooled_mask(layout, rows, cols), rows, cols)
     else:
-        result = run.weights(pixels=max(budget, 1024))
+        if args.window is not None:
+            result = run.window(args.window, pixels=budget)
+        elif args.preview:
+            result = run.preview(pixels=max(budget, 1024))
+            _out(preview_summary(result, layout, args.batch, args.head))
+        else:
+            result = run.weights(pixels=max(budget, 1024))
         spec = weights_map(result, layout, budget, args.batch, args.head, args.pooling)
     progress(f"writing {_printable(str(out))}")
-    if html:
-        _write_atomically(out, map_figure(spec).to_html(include_plotlyjs=True, full_html=True))
-    else:
-        _write_atomically(out, map_png(spec))
-    _out(f"{_printable(str(out))}: {args.view}, {spec.values.shape[0]} x {spec.values.shape[1]} cells")
+    content = map_figure(spec).to_html(include_plotlyjs=True, full_html=True) if html else map_png(spec)
+    try:
+        _write_atomically(out, content)
+    except OSError as exc:
+        _err(f"{_printable(str(out))}: cannot write ({exc.strerror or exc}). Check the folder exists and is writable.")
+        return EXIT_INVALID
+    _out(f"{_printable(str(out))}: {view}, {spec.values.shape[0]} x {spec.values.shape[1]} cells")
     return EXIT_OK
+
+
+def _render_view(args: argparse.Namespace) -> str:
+    from noether.explorer.problems import ExplorerError, Problem
+
+    if args.preview and args.window is not None:
+        raise ExplorerError(
+            Problem("--window", "a window is computed exactly, so --preview does not apply.", "Give one of the two.")
+        )
+    option = "--preview" if args.preview else "--window" if args.window is not None else None
+    if option and args.view == "mask":
+        raise ExplorerError(
+            Problem(option, "applies to the weights view.", "Drop --view mask (or use --view weights).")
+        )
+    return args.view or ("weights" if option else "mask")
+
+
+def preview_summary(result: Any, layout: Any, batch: int, head: int | str) -> str:
+    """One line: sample size and the largest standard error of the group masses, entropy and top-k mass."""
+    import numpy as np
+
+    from noether.explorer.sampling import standard_errors
+
+    errors = standard_errors(result, batch, head)
+    worst = {
+        name: float(np.nanmax(values)) if np.isfinite(values).any() else float("nan") for name, values in errors.items()
+    }
+    return (
+        f"preview: {result.sampled_rows:,} of {layout.n_queries:,} query rows sampled (stratified per query group); "
+        f"largest standard error: group mass {worst['group_mass']:.2g}, entropy {worst['entropy']:.2g} nats, "
+        f"top-{result.top_k} mass {worst['top_k_mass']:.2g}"
+    )
 
 
 def bench_scenario(scenario: "Scenario", args: argparse.Namespace, progress: Progress) -> int:
     """Time the layer's forward pass, the weight maps and the attention backends; print a table to stdout."""
+    return bench_run(_engine_run(scenario, args, progress), args, progress)
+
+
+def bench_run(run: Any, args: argparse.Namespace, progress: Progress) -> int:
+    """Time a prepared run (a scenario's or a captured layer's)."""
     import time
 
     from noether.explorer.guard import format_seconds
     from noether.explorer.views import backend_table, cost_table
 
-    run = _engine_run(scenario, args, progress)
     forward = run.forward()
     start = time.perf_counter()
     run.weights()
@@ -496,7 +597,8 @@ def _load(path: str) -> "ScenarioReport":
 
 
 def scenario_summary(scenario: "Scenario") -> str:
-    """One line: kind, groups, tokens, patterns, attended pairs and density of the full query x key matrix."""
+    """One line: kind, groups, tokens, patterns, attended pairs and sparsity (the share of the full query x key
+    matrix that is not attended, as the app's cost view says)."""
     from noether.explorer.layout import TokenLayout
 
     layout = TokenLayout.from_scenario(scenario)
@@ -505,17 +607,20 @@ def scenario_summary(scenario: "Scenario") -> str:
     return (
         f"{scenario.attention.kind}, {_count(len(scenario.token_specs), 'group')} ({cached} cached), "
         f"{_count(layout.n_queries, 'query token')} x {_count(layout.n_keys, 'key')}, "
-        f"{_count(len(scenario.patterns()), 'pattern')}, {_count(pairs, 'attended pair')} (density {density:.2%})"
+        f"{_count(len(scenario.patterns()), 'pattern')}, {_count(pairs, 'attended pair')} "
+        f"(sparsity {1.0 - density:.2%})"
     )
 
 
 def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
+    from noether.explorer.problems import count
+
+    return count(number, noun)
 
 
 def _attended(layout: Any) -> tuple[int, float]:
     """Attended (query, key) pairs and their share of the full matrix, from the group structure."""
-    from noether.explorer.masks import group_mask
+    from noether.explorer.layout import group_mask
 
     try:
         mask = group_mask(layout)

@@ -5,6 +5,7 @@ them). Exit codes as for every command: 0 ok, 1 invalid input, refused or a laye
 """
 
 import argparse
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from noether.explorer import cli
@@ -44,7 +45,7 @@ def add_layer_option(sub: argparse.ArgumentParser) -> None:
 
 def wants_capture(args: argparse.Namespace) -> bool:
     """Whether a render/export/validate argument names a capture (or asks for a layer of one)."""
-    from noether.explorer.capture_file import is_capture_name
+    from noether.explorer.capture_names import is_capture_name
 
     return bool(getattr(args, "layer", None)) or is_capture_name(getattr(args, "file", "") or "")
 
@@ -65,8 +66,8 @@ def _usage(args: argparse.Namespace, message: str) -> int:
 
 def _layer_for(args: argparse.Namespace) -> "Layer | int":
     """The layer ``--layer`` names in the capture FILE, or an exit code after a printed message."""
-    from noether.explorer.capture_file import is_capture_name
     from noether.explorer.capture_layers import find_layer
+    from noether.explorer.capture_names import is_capture_name
     from noether.explorer.problems import ExplorerError
 
     if not is_capture_name(args.file):
@@ -82,8 +83,8 @@ def _layer_for(args: argparse.Namespace) -> "Layer | int":
         return cli.EXIT_INVALID
 
 
-def render_layer_command(args: argparse.Namespace) -> int:
-    """``render FILE --layer L``: the recorded layer drawn like any scenario."""
+def layer_command(args: argparse.Namespace, action: Callable[..., int] | None = None) -> int:
+    """``render FILE --layer L`` (or ``bench`` with ``action=cli.bench_run``): the recorded layer like any scenario."""
     from noether.explorer.capture_layers import layer_run
     from noether.explorer.problems import ExplorerError
 
@@ -95,7 +96,7 @@ def render_layer_command(args: argparse.Namespace) -> int:
         run = layer_run(layer, memory_budget_mb=args.memory_budget, progress=cli.throttled(progress))
         for note in run.notes:
             progress(note)
-        return cli.render_run(run, args, progress)
+        return (action or cli.render_run)(run, args, progress)
     except ExplorerError as exc:
         cli._print_problems(
             f"{args.file}#{layer.id}" if "#" not in layer.id else f"{args.file}: {layer.id}", exc.problems

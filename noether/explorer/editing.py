@@ -20,11 +20,11 @@ import pandas as pd
 import yaml
 
 from noether.core.schemas.modules.attention import TokenSpec
+from noether.core.types import SUPPORTED_INIT_MODES
 from noether.explorer.io import FlowList, FlowMap, format_for_path, parse_document, validate_document, yaml_text
 from noether.explorer.presets import load_preset
 from noether.explorer.problems import Problem, errors
 from noether.explorer.scenario import DEFAULT_CACHE_SIZE, DTypeName, Scenario, perceiver_patterns, scenario_to_dict
-from noether.modeling.functional.init import SUPPORTED_INIT_MODES
 from noether.modeling.modules.attention.anchor_attention import (
     cross_anchor_patterns,
     joint_anchor_patterns,
@@ -189,7 +189,8 @@ class GroupRow:
     """
 
     name: str
-    tokens: int | float | None
+    tokens: int | float | str | None
+    """A number, or the text typed into the cell when it is not one (kept so that validation can explain it)."""
     cached: bool = False
 
 
@@ -223,10 +224,10 @@ def group_rows(draft: Mapping[str, Any]) -> list[GroupRow] | None:
             return None
         if size is None:
             tokens = cache_sizes.get(name, DEFAULT_CACHE_SIZE)
-            rows.append(GroupRow(name, tokens if _is_number(tokens) else None, True))
+            rows.append(GroupRow(name, tokens if _is_number(tokens) or isinstance(tokens, str) else None, True))
         elif size is _MISSING:
             rows.append(GroupRow(name, None, False))
-        elif _is_number(size):
+        elif _is_number(size) or isinstance(size, str):
             rows.append(GroupRow(name, size, False))
         else:
             return None
@@ -247,7 +248,7 @@ def table_frame(rows: Sequence[GroupRow]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             COLUMN_NAME: pd.Series([r.name for r in rows], dtype="string"),
-            COLUMN_TOKENS: pd.Series([r.tokens for r in rows], dtype="Float64"),
+            COLUMN_TOKENS: pd.Series([tokens_text(r.tokens) for r in rows], dtype="string"),
             COLUMN_CACHED: pd.Series([r.cached for r in rows], dtype="bool"),
         }
     )
@@ -257,13 +258,48 @@ def _clean_name(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _clean_tokens(value: Any) -> int | float | None:
-    if value is None or isinstance(value, bool) or not _is_number(value):
+def tokens_text(tokens: int | float | str | None) -> str | None:
+    """A size as the tokens cell shows it: whole numbers without a decimal point, typed text as typed."""
+    if tokens is None or isinstance(tokens, str):
+        return tokens
+    if isinstance(tokens, float) and tokens.is_integer():
+        return str(int(tokens))
+    return str(tokens)
+
+
+def parse_tokens(value: Any) -> int | float | str | None:
+    """The size typed into a tokens cell, never rewritten: a number when the text is one, else the text itself.
+
+    "2048", "2_048" and "1e5" are numbers (whole ones become ints); "-5" stays -5 and "abc" stays "abc", so that
+    validation names the value and says what sizes may be instead of the cell silently changing it.
+    """
+    if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        for number in (int, float):
+            try:
+                parsed = number(text)
+            except (ValueError, OverflowError):
+                continue
+            return _whole(parsed) if math.isfinite(parsed) else text
+        return text
+    if not _is_number(value):
         return None
-    # The editor hands back floats; whole numbers become ints, others stay floats so that validation names them.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return _whole(value)
+
+
+def _whole(value: int | float) -> int | float:
+    # Whole numbers become ints; others stay floats so that validation names them.
     return int(value) if float(value).is_integer() else float(value)
+
+
+def _clean_tokens(value: Any) -> int | float | str | None:
+    return parse_tokens(value)
 
 
 def _apply_cells(row: GroupRow, cells: Mapping[str, Any]) -> GroupRow:
@@ -389,6 +425,13 @@ def update_groups(draft: Mapping[str, Any], rows: Sequence[GroupRow]) -> Draft:
     old_names, new_names = [r.name for r in old_rows], [r.name for r in rows]
     result = rename_groups(draft, detect_rename(old_names, new_names))
     result = forget_groups(result, removed_names(old_names, new_names))
+    return set_rows(result, rows)
+
+
+def set_rows(draft: Mapping[str, Any], rows: Sequence[GroupRow]) -> Draft:
+    """The draft with ``rows`` as token_specs (names in the rules untouched); cached rows' tokens go to
+    run.kv_cache_sizes and cached groups lose their padding (not allowed)."""
+    result = copy.deepcopy(dict(draft))
     result["token_specs"] = rows_to_token_specs(rows)
     run = result.get("run", {})
     if not isinstance(run, dict):

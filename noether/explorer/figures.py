@@ -19,6 +19,8 @@ MAX_CLOUD_POINTS = 20_000
 MUTED_COLOUR = "#d3d3d3"
 """Tokens outside what a view is about (keys a query may not attend)."""
 SELECTED_COLOUR = "#00E5FF"
+POINT_VALUE_SCALE = "YlOrRd"
+"""Attention on point clouds: pale yellow for none, dark red for the most."""
 GROUP_COLOURS = (
     "#4C78A8",
     "#F58518",
@@ -53,23 +55,51 @@ def _label(name: str) -> str:
     return html.escape(name, quote=False)
 
 
-def _boundaries(fig: go.Figure, rows: Axis | None, cols: Axis | None, extent: tuple[float, float]) -> None:
-    """Thin lines at group boundaries (cells are centred on integers, hence the half-bin shift)."""
-    line = {"color": "rgba(255,255,255,0.8)", "width": 1}
+def _boundaries(fig: go.Figure, rows: Axis | None, cols: Axis | None, extent: tuple[int, ...]) -> None:
+    """Thin lines at group boundaries, all in one trace (cells are centred on integers, hence the half-bin shift).
+
+    One shape per boundary made building and drawing grow with the square of the group count; one trace of
+    segments separated by gaps costs a few numbers per boundary.
+    """
+    xs: list[float | None] = []
+    ys: list[float | None] = []
     if cols is not None:
         for edge in sorted(set(cols.starts[1:])):
-            fig.add_shape(type="line", x0=edge - 0.5, x1=edge - 0.5, y0=-0.5, y1=extent[0] - 0.5, line=line)
+            xs += [edge - 0.5, edge - 0.5, None]
+            ys += [-0.5, extent[0] - 0.5, None]
     if rows is not None:
         for edge in sorted(set(rows.starts[1:])):
-            fig.add_shape(type="line", y0=edge - 0.5, y1=edge - 0.5, x0=-0.5, x1=extent[1] - 0.5, line=line)
+            xs += [-0.5, extent[1] - 0.5, None]
+            ys += [edge - 0.5, edge - 0.5, None]
+    if xs:
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines",
+                line={"color": "rgba(255,255,255,0.8)", "width": 1},
+                hoverinfo="skip",
+                showlegend=False,
+                name="group boundaries",
+            )
+        )
+
+
+MAX_AXIS_LABELS = 40
+"""Group names per axis; with more groups every n-th is named so that labels stay readable."""
 
 
 def _axis_ticks(axis: Axis) -> dict[str, object]:
+    step = max(1, math.ceil(len(axis.names) / MAX_AXIS_LABELS))
     return {
         "tickmode": "array",
-        "tickvals": [c - 0.5 for c in axis.centres],
-        "ticktext": [_label(n) for n in axis.names],
+        "tickvals": [c - 0.5 for c in axis.centres[::step]],
+        "ticktext": [_label(n) for n in axis.names[::step]],
     }
+
+
+BLOCKED_COLOUR = "#8c8c8c"
+"""Cells no query may attend: their own colour, outside the colour scale, so that they never pass for small weights."""
 
 
 def heatmap(
@@ -85,9 +115,14 @@ def heatmap(
     colorbar_title: str = "",
     row_title: str = "queries",
     col_title: str = "keys",
+    blocked: np.ndarray | None = None,
 ) -> go.Figure:
-    """A pooled matrix with group boundaries and group names on the axes; optional log10 colour scale."""
+    """A pooled matrix with group boundaries and group names on the axes; optional log10 colour scale.
+
+    ``blocked`` marks cells the rules block entirely; they are drawn in :data:`BLOCKED_COLOUR`, not on the scale.
+    """
     z = np.asarray(values, dtype=np.float64)
+    blocked_cells = blocked is not None and bool(np.asarray(blocked).any())
     colorbar: dict[str, object] = {"title": {"text": colorbar_title}}
     if log:
         z, zmin, zmax = log10_map(z, zmin, zmax)
@@ -96,6 +131,8 @@ def heatmap(
         high = float(z.max()) if zmax is None else zmax
         tickvals, ticktext = log_ticks(low, high)
         colorbar.update(tickvals=tickvals, ticktext=ticktext)
+    if blocked_cells:
+        z = np.where(np.asarray(blocked, dtype=bool), np.nan, z)  # gaps show the plot background: the blocked colour
     fig = go.Figure(
         go.Heatmap(
             z=z.astype(np.float32),
@@ -107,9 +144,31 @@ def heatmap(
         )
     )
     _boundaries(fig, rows, cols, z.shape)
-    fig.update_yaxes(autorange="reversed", title=row_title, **(_axis_ticks(rows) if rows else {}))
-    fig.update_xaxes(title=col_title, side="top", **(_axis_ticks(cols) if cols else {}))
-    fig.update_layout(title={"text": _label(title), "y": 0.98}, margin={"l": 10, "r": 10, "t": 90, "b": 10}, height=620)
+    if blocked_cells:
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                marker={"symbol": "square", "size": 12, "color": BLOCKED_COLOUR},
+                name="blocked by the rules",
+                showlegend=True,
+            )
+        )
+    # Fixed ranges: the boundary trace would otherwise make plotly pad the axes around the map.
+    n_rows, n_cols = z.shape
+    fig.update_yaxes(range=[n_rows - 0.5, -0.5], title=row_title, **(_axis_ticks(rows) if rows else {}))
+    fig.update_xaxes(range=[-0.5, n_cols - 0.5], title=col_title, side="top", **(_axis_ticks(cols) if cols else {}))
+    fig.update_layout(
+        # The x axis sits on top with its title: the chart title goes above both, in the container's margin.
+        title={"text": _label(title), "y": 0.995, "yanchor": "top", "yref": "container", "x": 0.01, "xanchor": "left"},
+        margin={"l": 10, "r": 10, "t": 120, "b": 10},
+        height=620,
+        plot_bgcolor=BLOCKED_COLOUR if blocked_cells else None,
+        legend={"orientation": "h", "y": -0.02, "yanchor": "top", "x": 0, "xanchor": "left"},
+        xaxis={"showgrid": False, "zeroline": False},
+        yaxis={"showgrid": False, "zeroline": False},
+    )
     return fig
 
 
@@ -149,42 +208,97 @@ def map_figure(spec: MapSpec) -> go.Figure:
         zmax=spec.zmax,
         log=spec.log,
         colorbar_title=spec.colorbar_title,
+        blocked=spec.blocked,
     )
 
 
 def mask_figure(layout: TokenLayout, pooled: np.ndarray, rows: PoolGrid, cols: PoolGrid) -> go.Figure:
-    return map_figure(mask_map(layout, pooled, rows, cols))
+    """The token-level mask, sent as whole percents (one byte per cell instead of four)."""
+    fig = map_figure(mask_map(layout, pooled, rows, cols))
+    fig.update_traces(
+        z=attended_percent(pooled),
+        zmin=0,
+        zmax=100,
+        colorbar={"title": {"text": "attended %"}, "tickvals": [0, 25, 50, 75, 100]},
+        hovertemplate="row bin %{y}, column bin %{x}<br>%{z}% of pairs attended<extra></extra>",
+        selector={"type": "heatmap"},
+    )
+    return fig
+
+
+def attended_percent(shares: np.ndarray) -> np.ndarray:
+    """Shares 0..1 as whole percents, never rounded to a wrong extreme: a cell with any attended pair shows at least
+    1 %, a cell with any blocked pair at most 99 %."""
+    shares = np.asarray(shares, dtype=np.float64)
+    percent = np.rint(shares * 100)
+    percent = np.where((shares > 0) & (percent < 1), 1, percent)
+    percent = np.where((shares < 1) & (percent > 99), 99, percent)
+    return percent.astype(np.uint8)
+
+
+MAX_BLOCK_TEXT_GROUPS = 40
+"""Above this many groups the blocks are too small for their pair counts (hover still shows them)."""
+MAX_BLOCK_DIAGRAM_GROUPS = 300
+"""Above this many groups the block diagram would be unreadable and heavy; the token-level mask shows the same."""
 
 
 def group_mask_figure(mask: GroupMask) -> go.Figure:
     """Group x group blocks: coloured where attended, annotated with the attended pairs."""
+    groups = max(len(mask.query_names), len(mask.key_names))
+    if groups > MAX_BLOCK_DIAGRAM_GROUPS:
+        return _note_figure(
+            f"{groups:,} groups: the group-level diagram is drawn for up to {MAX_BLOCK_DIAGRAM_GROUPS}. "
+            "The token-level mask shows the same structure; the table lists the attended blocks."
+        )
     text = [
         [f"{int(p):,}" if a else "" for p, a in zip(row_p, row_a, strict=True)]
         for row_p, row_a in zip(mask.pairs, mask.allowed, strict=True)
     ]
+    few = groups <= MAX_BLOCK_TEXT_GROUPS
     fig = go.Figure(
         go.Heatmap(
-            z=mask.allowed.astype(np.float32),
+            z=mask.allowed.astype(np.uint8),
             x=[f"{_label(n)}<br>({int(s):,})" for n, s in zip(mask.key_names, mask.key_sizes, strict=True)],
             y=[f"{_label(n)} ({int(s):,})" for n, s in zip(mask.query_names, mask.query_sizes, strict=True)],
             text=text,
-            texttemplate="%{text}",
+            texttemplate="%{text}" if few else None,
             colorscale=[[0, "#f0f0f0"], [1, "#4C78A8"]],
             zmin=0,
             zmax=1,
             showscale=False,
             hovertemplate="%{y} attends %{x}<br>pairs %{text}<extra></extra>",
-            xgap=2,
-            ygap=2,
+            xgap=2 if few else 0,
+            ygap=2 if few else 0,
         )
     )
     fig.update_yaxes(autorange="reversed", title="query group (tokens)")
     fig.update_xaxes(title="key/value group (tokens)", side="top")
+    if not few:
+        fig.update_xaxes(showticklabels=False)
+        fig.update_yaxes(showticklabels=False)
     fig.update_layout(
-        title={"text": "Who attends to whom (attended token pairs per block)", "y": 0.98},
-        margin={"l": 10, "r": 10, "t": 110, "b": 10},
-        height=140 + 60 * len(mask.query_names),
+        # Title in the container's top margin, above the (possibly rotated) key labels and the axis title.
+        title={
+            "text": "Who attends to whom (attended token pairs per block)",
+            "y": 0.995,
+            "yref": "container",
+            "yanchor": "top",
+            "x": 0.01,
+            "xanchor": "left",
+        },
+        margin={"l": 10, "r": 10, "t": 170, "b": 10},
+        # Tall enough for the vertical axis title even with one or two query groups.
+        height=max(340, 200 + 60 * len(mask.query_names)) if few else 760,
     )
+    return fig
+
+
+def _note_figure(text: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=_label(text), x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(height=120, margin={"l": 10, "r": 10, "t": 10, "b": 10})
     return fig
 
 
@@ -319,18 +433,32 @@ def point_cloud_figure(
         marker = {
             "size": 2,
             "color": values[keep][shown].astype(np.float32),
-            "colorscale": colour_scale("Inferno"),
+            # Light for little attention, dark for much: on a white page a dark low end (Inferno) made the
+            # least-attended points the most visible.
+            "colorscale": colour_scale(POINT_VALUE_SCALE),
             "colorbar": {"title": {"text": "attention"}},
         }
         name = "tokens" if muted is None else "attended"
         traces.append(_markers(pts[shown], name, marker, hovertemplate="%{marker.color:.4g}<extra></extra>"))
     else:
         names = np.asarray(labels if labels is not None else ["tokens"] * n)[keep]
-        for index, name in enumerate(dict.fromkeys(names.tolist())):
+        groups = list(dict.fromkeys(names.tolist()))
+        counts = {name: int((names == name).sum()) for name in groups}
+        # Big groups first, so that small ones (the anchors) are drawn over them instead of hidden; the legend
+        # keeps the input order.
+        for name in sorted(groups, key=lambda g: -counts[g]):
+            index = groups.index(name)
             colour = GROUP_COLOURS[index % len(GROUP_COLOURS)]
-            traces.append(_markers(pts[names == name], _label(name), {"size": 2, "color": colour}))
+            size = 2 if counts[name] > len(names) / (2 * len(groups)) else 3
+            marker = {"size": size, "color": colour}
+            traces.append(_markers(pts[names == name], _label(name), marker, legendrank=index + 1))
     if highlight is not None:
-        marker = {"size": 8, "color": SELECTED_COLOUR, "symbol": "diamond"}
+        marker = {
+            "size": 14,
+            "color": SELECTED_COLOUR,
+            "symbol": "diamond",
+            "line": {"color": "black", "width": 2},
+        }
         traces.append(_markers(positions[highlight : highlight + 1], "selected token", marker))
     fig = go.Figure(traces)
     fig.update_layout(

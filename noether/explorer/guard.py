@@ -10,11 +10,8 @@ from noether.explorer.problems import ExplorerError, Problem
 DEFAULT_MEMORY_FRACTION = 0.5
 """Share of the free memory a computation may plan to use by default."""
 DEFAULT_TIME_BUDGET_S = 900.0
-ASSUMED_FLOPS = {"cpu": 5e10, "cuda": 2e13, "mps": 2e12}
-"""Conservative sustained FLOP/s used for time estimates (attention rarely runs at matmul peak)."""
-ASSUMED_ELEMENTS_PER_S = {"cpu": 4e8, "cuda": 4e10, "mps": 4e9}
-"""Attention-score elements per second through QK^T, softmax and mean pooling (a 2-core CPU measured 5e8 to 2e9;
-the statistics pass costs about 1.5 times more)."""
+ATTENTION_SHARE_OF_MATMUL = 0.8
+"""Attention layers run at about this share of the measured matmul speed."""
 
 
 def format_bytes(n: float) -> str:
@@ -76,9 +73,16 @@ def memory_budget(device: torch.device, override_mb: float | None = None) -> int
     return int(available_memory(device) * DEFAULT_MEMORY_FRACTION)
 
 
-def estimate_seconds(device: torch.device, flops: float, elements: float = 0.0) -> float:
-    kind = device.type if device.type in ASSUMED_FLOPS else "cpu"
-    return flops / ASSUMED_FLOPS[kind] + elements / ASSUMED_ELEMENTS_PER_S[kind]
+def estimate_seconds(device: torch.device, flops: float, elements: float = 0.0, *, row_stats: bool = False) -> float:
+    """Seconds for ``flops`` of matmul-like work plus ``elements`` attention scores through the weight pass (with
+    row statistics or not), at this machine's measured speed (see :mod:`noether.explorer.calibration`)."""
+    from noether.explorer.calibration import measured_speed
+
+    if flops <= 0 and elements <= 0:
+        return 0.0
+    speed = measured_speed(device)
+    per_element = speed.stats_elements_per_s if row_stats else speed.elements_per_s
+    return flops / (speed.flops_per_s * ATTENTION_SHARE_OF_MATMUL) + elements / per_element
 
 
 def check(estimate: Estimate, budget_bytes: int, time_budget_s: float = DEFAULT_TIME_BUDGET_S) -> None:

@@ -579,7 +579,7 @@ _YAML_QUOTING_HINT = (
 
 
 def _with_yaml_quoting_hint(problem: Problem) -> Problem:
-    if "valid string" not in problem.message:
+    if "must be a string" not in problem.message:
         return problem
     return replace(problem, hint=f"{problem.hint} {_YAML_QUOTING_HINT}".strip())
 

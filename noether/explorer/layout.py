@@ -170,3 +170,41 @@ class PoolGrid:
     def edge(self, token: int) -> float:
         """Position of a token boundary in bin units, for drawing group boundaries on pooled images."""
         return token / self.factor
+
+
+@dataclass(frozen=True)
+class GroupMask:
+    """The "who attends to whom" matrix between groups."""
+
+    query_names: list[str]
+    key_names: list[str]
+    query_sizes: np.ndarray
+    key_sizes: np.ndarray
+    allowed: np.ndarray
+    """Bool (query groups x key groups)."""
+    pairs: np.ndarray
+    """Attended (query, key) token pairs per block; padded keys excluded."""
+
+    @property
+    def total_pairs(self) -> int:
+        return int(self.pairs.sum())
+
+    @property
+    def density(self) -> float:
+        """Attended fraction of the full query x key matrix."""
+        cells = int(self.query_sizes.sum()) * int(self.key_sizes.sum())
+        return self.total_pairs / cells if cells else 0.0
+
+
+def group_mask(layout: TokenLayout) -> GroupMask:
+    queries = layout.query_groups
+    query_sizes = np.array([g.size for g in queries], dtype=np.int64)
+    real_keys = np.array([g.real_keys for g in layout.groups], dtype=np.int64)
+    return GroupMask(
+        query_names=[g.name for g in queries],
+        key_names=[g.name for g in layout.groups],
+        query_sizes=query_sizes,
+        key_sizes=np.array([g.size for g in layout.groups], dtype=np.int64),
+        allowed=layout.allowed,
+        pairs=layout.allowed * np.outer(query_sizes, real_keys),
+    )

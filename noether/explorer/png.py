@@ -9,6 +9,8 @@ from plotly.colors import get_colorscale, hex_to_rgb, unlabel_rgb
 from noether.explorer.views import Axis, MapSpec, log10_map
 
 MIN_SIDE = 640
+BLOCKED_RGB = (140, 140, 140)
+"""The figures' blocked-cell grey (#8c8c8c)."""
 MARGIN_LEFT, MARGIN_TOP, MARGIN_BOTTOM, BAR_WIDTH = 170, 60, 40, 24
 
 
@@ -41,11 +43,19 @@ def heatmap_png(
     zmin: float | None = None,
     zmax: float | None = None,
     log: bool = False,
+    blocked: np.ndarray | None = None,
 ) -> bytes:
-    """Encode a pooled map as a PNG with group boundaries, group names and a colour bar."""
+    """Encode a pooled map as a PNG with group boundaries, group names and a colour bar.
+
+    ``blocked`` cells (every pair blocked by the rules) get their own grey, outside the colour scale.
+    """
     unit, lo, hi = _normalise(values, zmin, zmax, log)
     table = colour_table(colorscale)
-    image = Image.fromarray(table[(unit * (len(table) - 1)).round().astype(np.int64)], mode="RGB")
+    pixels = table[(unit * (len(table) - 1)).round().astype(np.int64)]
+    has_blocked = blocked is not None and bool(np.asarray(blocked).any())
+    if has_blocked:
+        pixels[np.asarray(blocked, dtype=bool)] = BLOCKED_RGB
+    image = Image.fromarray(pixels, mode="RGB")
     n_rows, n_cols = unit.shape
     scale = max(1, int(np.ceil(MIN_SIDE / max(n_rows, n_cols, 1))))
     image = image.resize((n_cols * scale, n_rows * scale), Image.Resampling.NEAREST)
@@ -56,6 +66,9 @@ def heatmap_png(
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
     draw.text((10, 10), title, fill="black", font=font)
+    if has_blocked:
+        draw.rectangle([(10, 28), (22, 40)], fill=BLOCKED_RGB)
+        draw.text((28, 28), "blocked by the rules", fill="black", font=font)
     _draw_axis(draw, rows, scale, vertical=True, font=font)
     _draw_axis(draw, cols, scale, vertical=False, font=font, extent=image.height)
     _draw_colour_bar(draw, table, lo, hi, log, (MARGIN_LEFT + image.width + BAR_WIDTH, MARGIN_TOP), image.height, font)
@@ -75,6 +88,7 @@ def map_png(spec: MapSpec) -> bytes:
         zmin=spec.zmin,
         zmax=spec.zmax,
         log=spec.log,
+        blocked=spec.blocked,
     )
 
 

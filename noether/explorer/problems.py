@@ -53,3 +53,8 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
         return ""
     matches = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
     return f" Did you mean '{matches[0]}'?" if matches else ""
+
+
+def count(number: int, noun: str) -> str:
+    """ "1 rule", "2 rules", "1,024 tokens": a count with its noun in the right number."""
+    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"

@@ -4,6 +4,7 @@ Views that only change what is shown (head, pooling, batch element) read the kep
 """
 
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,8 +31,10 @@ from noether.explorer.inputs import (
 )
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.problems import ExplorerError, Problem
+from noether.explorer.sampling import PREVIEW_ELEMENTS, preview_weight_maps
 from noether.explorer.scenario import ANCHOR_CONFIGS, Scenario, validate_scenario
 from noether.explorer.weights import WeightOptions, WeightResult, attention_weight_maps, exact_row, group_keys
+from noether.explorer.window import Window, check_window, window_weights
 from noether.modeling.modules.attention import (
     CrossAnchorAttention,
     JointAnchorAttention,
@@ -275,7 +278,8 @@ class ExplorerRun:
         if attention.use_rope:
             per_token += (attention.head_dim or 0) * 4  # complex64 rotations, head_dim // 2 of them
         inputs = self.scenario.run.batch_size * self.layout.n_keys * per_token
-        return guard.Estimate("building the inputs", inputs, guard.estimate_seconds(self.device, 0, inputs / 4))
+        # About ten floating-point operations per byte of features (sine-cosine waves, RoPE rotations).
+        return guard.Estimate("building the inputs", inputs, guard.estimate_seconds(self.device, 10.0 * inputs))
 
     def forward_estimate(self) -> guard.Estimate:
         cost = self.cost()
@@ -296,10 +300,11 @@ class ExplorerRun:
         chunk = 3 * max(options.chunk_bytes, 4 * batch * heads * self.layout.n_keys)
         cost = self.cost()
         elements = batch * heads * cost.attended_pairs
+        projections = 2.0 * batch * self.layout.n_queries * self.scenario.attention.hidden_dim**2
         return guard.Estimate(
             "the attention-weight maps",
             maps + keys + received + chunk + self.forward_estimate().bytes // 4,
-            guard.estimate_seconds(self.device, 0.0, elements * (1 + 1.5 * options.row_stats)),
+            guard.estimate_seconds(self.device, projections, elements, row_stats=options.row_stats),
         )
 
     def dense_estimate(self) -> guard.Estimate:
@@ -395,12 +400,17 @@ class ExplorerRun:
         return self._cache["keys"]
 
     def weights(
-        self, pixels: int = DEFAULT_PIXELS, options: WeightOptions | None = None, progress: Progress | None = None
+        self,
+        pixels: int = DEFAULT_PIXELS,
+        options: WeightOptions | None = None,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
     ) -> WeightResult:
         """Pooled attention weights and statistics (see :func:`attention_weight_maps`), memoised per arguments.
 
         ``progress`` (fraction, message) overrides the run's callback for this call, so that callers sharing one
-        run (e.g. several app sessions) each get their own reports.
+        run (e.g. several app sessions) each get their own reports. ``cancel`` ends the pass between chunks
+        (:class:`~noether.explorer.weights.Cancelled`); nothing is kept then.
         """
         options = options or WeightOptions(chunk_bytes=self._chunk_bytes())
         key = ("weights", pixels, options)
@@ -410,16 +420,76 @@ class ExplorerRun:
             self._cache[key] = attention_weight_maps(
                 self.core,
                 self.layout,
-                self.x_queries,
-                self.freqs_queries,
+                self._query_inputs()[0],
+                self._query_inputs()[1],
                 self.keys(progress),
                 rows,
                 cols,
                 options,
                 progress=progress or self.progress,
+                cancel=cancel,
                 key_real=self.key_real(),
             )
         return self._cache[key]
+
+    def kept_weights(self, pixels: int = DEFAULT_PIXELS) -> WeightResult | None:
+        """The exact result of :meth:`weights` with default options if it was computed, else None (computes nothing)."""
+        return self._cache.get(("weights", pixels, WeightOptions(chunk_bytes=self._chunk_bytes())))
+
+    def preview(self, pixels: int = DEFAULT_PIXELS, elements: int = PREVIEW_ELEMENTS) -> WeightResult:
+        """Weights and statistics estimated from stratified sampled query rows (see ``sampling``), memoised."""
+        key = ("preview", pixels, elements)
+        if key not in self._cache:
+            rows, cols = self.grids(pixels)
+            x, freqs = self._query_inputs()
+            self._cache[key] = preview_weight_maps(
+                self.core,
+                self.layout,
+                x,
+                freqs,
+                self.keys(),
+                rows,
+                cols,
+                seed=self.scenario.run.seed,
+                elements=elements,
+                key_real=self.key_real(),
+            )
+        return self._cache[key]
+
+    def window(self, window: Window, pixels: int = DEFAULT_PIXELS) -> WeightResult:
+        """Exact weights of a window of query rows and key columns (see :func:`window_weights`), memoised."""
+        check_window(window, self.layout)
+        key = ("window", window, pixels)
+        if key not in self._cache:
+            batch, heads = self.scenario.run.batch_size, self.scenario.attention.num_heads
+            shown = min(window.rows, pixels) * min(window.cols, pixels)
+            scores = max(self._chunk_bytes(), 4 * batch * heads * self.layout.n_keys)
+            self.check(
+                guard.Estimate(
+                    f"the exact window {window}",
+                    3 * scores + 4 * batch * (2 * heads + 1) * shown,
+                    guard.estimate_seconds(self.device, 0.0, batch * heads * window.rows * self.layout.n_keys * 2.5),
+                )
+            )
+            x, freqs = self._query_inputs()
+            self._cache[key] = window_weights(
+                self.core,
+                self.layout,
+                x,
+                freqs,
+                self.keys(),
+                window,
+                pixels,
+                chunk_bytes=self._chunk_bytes(),
+                key_real=self.key_real(),
+            )
+        return self._cache[key]
+
+    def _query_inputs(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Query-axis inputs and RoPE frequencies, gathered once (they are copies of the input rows)."""
+        if "query_inputs" not in self._cache:
+            self._cache["query_inputs"] = (self.x_queries, self.freqs_queries)
+        return self._cache["query_inputs"]
 
     def _chunk_bytes(self) -> int:
         # Cache-sized chunks are fastest on a CPU; a GPU wants large launches.
@@ -435,9 +505,8 @@ class ExplorerRun:
                     "Pick a token on the query axis.",
                 )
             )
-        return exact_row(
-            self.core, self.layout, self.x_queries, self.freqs_queries, self.keys(), row, key_real=self.key_real()
-        )
+        x, freqs = self._query_inputs()
+        return exact_row(self.core, self.layout, x, freqs, self.keys(), row, key_real=self.key_real())
 
     def kv_cache_check(self, progress: Progress | None = None) -> KVCacheCheck | None:
         """Run anchor pass + query pass and compare the query outputs with one pass over all tokens."""

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from noether.core.schemas.modules.attention import AttentionConfig, AttentionPattern, TokenSpec
+from noether.core.types import SUPPORTED_INIT_MODES
 from noether.explorer.problems import Problem, did_you_mean, errors
-from noether.modeling.functional.init import SUPPORTED_INIT_MODES
 from noether.modeling.modules.attention import (
     CrossAnchorAttentionConfig,
     JointAnchorAttentionConfig,
@@ -192,6 +192,7 @@ _HINTS = {
     "sequence_str": "Write a list, e.g. [surface_anchors].",
     "string_pattern_mismatch": "Use auto, cpu, cuda, cuda:N or mps.",
     "literal_error": "Use one of the listed values.",
+    "too_short": "Add at least one entry.",
 }
 
 
@@ -202,16 +203,44 @@ def _location(prefix: str, loc: Sequence[int | str]) -> str:
     return text
 
 
+_PYDANTIC_PHRASES = (
+    ("Input should be greater than or equal to", "must be at least"),
+    ("Input should be less than or equal to", "must be at most"),
+    ("Input should be greater than", "must be more than"),
+    ("Input should be less than", "must be less than"),
+    ("Input should be a valid integer, unable to parse string as an integer", "must be a whole number"),
+    ("Input should be a valid integer, got a number with a fractional part", "must be a whole number"),
+    ("Input should be a valid integer", "must be a whole number"),
+    ("Input should be a valid number, unable to parse string as a number", "must be a number"),
+    ("Input should be a valid", "must be a"),
+    ("Input should be", "must be"),
+    ("List should have at least 1 item after validation", "must not be empty"),
+    ("List should have", "must have"),
+    ("String should match pattern", "must match the pattern"),
+    ("String should have", "must have"),
+    ("Field required", "is missing."),
+)
+
+
+def _plain(message: str) -> str:
+    """pydantic's phrasing ("Input should be ...", "after validation") in the words of the rest of the messages."""
+    for phrase, plain in _PYDANTIC_PHRASES:
+        if message.startswith(phrase):
+            message = plain + message[len(phrase) :]
+            break
+    return message.replace(" items after validation", " items").replace(" item after validation", " item")
+
+
 def _pydantic_problems(exc: ValidationError, prefix: str, known_fields: Sequence[str] = ()) -> list[Problem]:
     problems = []
     for err in exc.errors(include_url=False):
         loc = [part for part in err["loc"] if part not in ("function-before[_token_items(), list[TokenSpec]]",)]
         where = _location(prefix, loc)
-        message = err["msg"]
+        message = _plain(err["msg"])
         if err["type"] == "value_error":
             message = message.removeprefix("Value error, ")
         elif err["type"] not in ("missing", "extra_forbidden") and "input" in err:
-            message = f"{message} (got {err['input']!r})"
+            message = f"{message}, got {err['input']!r}."
         hint = _HINTS.get(err["type"], "")
         if err["type"] == "extra_forbidden":
             message = "unknown field."
@@ -437,22 +466,39 @@ def _check_token_specs(data: Any) -> tuple[list[TokenSpec] | None, list[Problem]
             )
             continue
         spec, item_problems = _parse(TokenSpec, _token_item(item), where)
-        problems += item_problems
+        problems += [_size_problem(p, _token_item(item)) for p in item_problems]
         if spec is not None:
             specs.append(spec)
     if problems:
         return None, problems
-    counts = Counter(spec.name for spec in specs)
+    first: dict[str, int] = {}
     for index, spec in enumerate(specs):
         where = f"token_specs[{index}].name"
         if not spec.name.strip():
             problems.append(Problem(where, "is empty.", "Give every group a name, e.g. surface_anchors."))
-        elif counts[spec.name] > 1:
+        elif spec.name in first:
+            # One problem per extra group: a name used twice is one thing to fix, not two.
             problems.append(
-                Problem(where, f"'{spec.name}' is used by {counts[spec.name]} groups.", "Names must be unique.")
+                Problem(
+                    where,
+                    f"'{spec.name}' is already the name of group {first[spec.name] + 1}.",
+                    "Names must be unique; rename one of them.",
+                )
+            )
+        else:
+            first[spec.name] = index
+    for index, spec in enumerate(specs):
+        if spec.size is not None and spec.size > MAX_TOTAL_TOKENS:
+            problems.append(
+                Problem(
+                    f"token_specs[{index}].size",
+                    f"{spec.size:,} tokens is more than the explorer supports: "
+                    f"at most {MAX_TOTAL_TOKENS:,} in all groups together.",
+                    SIZE_RULE,
+                )
             )
     total = sum(spec.size or 0 for spec in specs)
-    if total > MAX_TOTAL_TOKENS:
+    if total > MAX_TOTAL_TOKENS and not any(p.where.endswith(".size") for p in problems):
         problems.append(
             Problem(
                 "token_specs",
@@ -469,6 +515,18 @@ def _check_token_specs(data: Any) -> tuple[list[TokenSpec] | None, list[Problem]
             )
         )
     return specs, problems
+
+
+SIZE_RULE = "Sizes are whole numbers ≥ 0, or null for a group whose keys/values come from a KV cache."
+
+
+def _size_problem(problem: Problem, item: Any) -> Problem:
+    """A group size that pydantic refused, named as typed and with the rule for sizes instead of its phrasing."""
+    if not problem.where.endswith(".size") or not isinstance(item, Mapping) or "size" not in item:
+        return problem
+    value = item["size"]
+    shown = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else repr(value)
+    return Problem(problem.where, f"{shown} is not a group size.", SIZE_RULE)
 
 
 _TOKEN_HINT = "Write e.g. token_specs: [{surface_anchors: 2048}, {name: surface_queries, size: 4096}]."
@@ -640,10 +698,9 @@ def _run_problems(run: RunSettings, specs: Sequence[TokenSpec]) -> list[Problem]
 
 def _anchor_problems(scenario: Scenario) -> list[Problem]:
     branches, suffix = scenario.branches()
-    try:
-        check_branches(scenario.token_specs, branches, suffix)
-    except ValueError as exc:
-        return [Problem("token_specs", str(exc), "Rename the groups or change attention.branches.")]
+    problems = _branch_membership_problems(scenario.token_specs, branches, suffix)
+    if problems:
+        return problems
     if scenario.attention_patterns:
         given = [(list(p.query_tokens), list(p.key_value_tokens)) for p in scenario.attention_patterns]
         generated = [(list(p.query_tokens), list(p.key_value_tokens)) for p in scenario.patterns()]
@@ -656,6 +713,41 @@ def _anchor_problems(scenario: Scenario) -> list[Problem]:
                 )
             ]
     return []
+
+
+def _branch_membership_problems(specs: Sequence[TokenSpec], branches: Sequence[str], suffix: str) -> list[Problem]:
+    """What the anchor modules would refuse (see :func:`check_branches`), said per group and branch."""
+    names = [spec.name for spec in specs]
+    shown = ", ".join(branches)
+    problems = [
+        Problem(
+            f"token_specs[{index}].name",
+            f"group '{name}' belongs to no branch: its name starts with none of the branches ({shown}).",
+            "Rename the group to start with a branch name, or add its branch to attention.branches.",
+        )
+        for index, name in enumerate(names)
+        if not any(name.startswith(branch) for branch in branches)
+    ]
+    for branch in branches:
+        if not any(name.startswith(branch) for name in names):
+            problems.append(
+                Problem(
+                    "attention.branches",
+                    f"branch '{branch}' has no groups (no group name starts with '{branch}').",
+                    f"Add groups '{branch}{suffix}' and e.g. '{branch}_queries', or remove the branch.",
+                )
+            )
+        elif f"{branch}{suffix}" not in names:
+            problems.append(
+                Problem(
+                    "attention.branches",
+                    f"branch '{branch}' has no anchor group '{branch}{suffix}'.",
+                    f"Add a group named '{branch}{suffix}', or rename the branch's anchor group to it.",
+                )
+            )
+    if not problems:
+        check_branches(specs, branches, suffix)  # the module's own rule; the checks above say why it would fail
+    return problems
 
 
 def _input_problems(scenario: Scenario) -> list[Problem]:

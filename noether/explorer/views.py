@@ -80,21 +80,25 @@ class Axis:
         return [(a + b) / 2 for a, b in zip(self.starts, self.stops, strict=True)]
 
 
-def query_axis(layout: TokenLayout, grid: PoolGrid) -> Axis:
+def _clipped(names: list[str], spans: list[tuple[int, int]], grid: PoolGrid, origin: int) -> Axis:
+    """Groups of an axis that starts at token ``origin`` and spans ``grid.n`` tokens (a window), in bin units."""
+    kept = [
+        (name, max(lo - origin, 0), min(hi - origin, grid.n))
+        for name, (lo, hi) in zip(names, spans, strict=True)
+        if min(hi - origin, grid.n) > max(lo - origin, 0) or (lo == hi and 0 <= lo - origin <= grid.n)
+    ]
+    return Axis([k[0] for k in kept], [grid.edge(k[1]) for k in kept], [grid.edge(k[2]) for k in kept])
+
+
+def query_axis(layout: TokenLayout, grid: PoolGrid, origin: int = 0) -> Axis:
     groups = layout.query_groups
-    return Axis(
-        [g.name for g in groups],
-        [grid.edge(g.query_offset or 0) for g in groups],
-        [grid.edge((g.query_offset or 0) + g.size) for g in groups],
-    )
+    spans = [(g.query_offset or 0, (g.query_offset or 0) + g.size) for g in groups]
+    return _clipped([g.name for g in groups], spans, grid, origin)
 
 
-def key_axis(layout: TokenLayout, grid: PoolGrid) -> Axis:
-    return Axis(
-        [g.name + (" (cached)" if g.cached else "") for g in layout.groups],
-        [grid.edge(g.key_offset) for g in layout.groups],
-        [grid.edge(g.key_offset + g.size) for g in layout.groups],
-    )
+def key_axis(layout: TokenLayout, grid: PoolGrid, origin: int = 0) -> Axis:
+    names = [g.name + (" (cached)" if g.cached else "") for g in layout.groups]
+    return _clipped(names, [(g.key_offset, g.key_offset + g.size) for g in layout.groups], grid, origin)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -355,6 +359,8 @@ class MapSpec:
     zmin: float | None = None
     zmax: float | None = None
     log: bool = False
+    blocked: np.ndarray | None = None
+    """Cells whose every (query, key) pair the rules block; drawn in their own colour, apart from the scale."""
 
 
 def mask_map(layout: TokenLayout, pooled: np.ndarray, rows: PoolGrid, cols: PoolGrid) -> MapSpec:
@@ -385,14 +391,20 @@ def weights_map(
 ) -> MapSpec:
     """One head's (or the head mean's) pooled weights, re-pooled to at most ``budget`` bins per axis."""
     values, rows, cols = display_map(result, budget, batch, head, pooling)
+    blocked = blocked_cells(layout, rows, cols)
     title = weights_title(head, pooling, rows, cols)
     if result.mean.shape[0] > 1:
         title += f", sample {batch}"
+    if result.origin != (0, 0) or result.rows.n != layout.n_queries:
+        q0, k0 = result.origin
+        title += f", window queries {q0}:{q0 + rows.n} x keys {k0}:{k0 + cols.n}"
+    if result.preview:
+        title = f"PREVIEW ({result.sampled_rows:,} sampled query rows) — " + title
     zmin, zmax = zrange if zrange is not None else (None, None)
     return MapSpec(
         values,
-        query_axis(layout, rows),
-        key_axis(layout, cols),
+        query_axis(layout, rows, result.origin[0]),
+        key_axis(layout, cols, result.origin[1]),
         (rows, cols),
         title,
         "Viridis",
@@ -400,7 +412,13 @@ def weights_map(
         zmin,
         zmax,
         log,
+        blocked,
     )
+
+
+def blocked_cells(layout: TokenLayout, rows: PoolGrid, cols: PoolGrid) -> np.ndarray:
+    """Cells of a pooled map in which the rules block every (query, key) pair."""
+    return pooled_mask(layout, rows, cols) == 0
 
 
 @dataclass(frozen=True)
@@ -419,3 +437,16 @@ def mask_view(scenario: Scenario, budget: int) -> MaskView:
     layout = TokenLayout.from_scenario(scenario)
     rows, cols = PoolGrid.fit(layout.n_queries, budget), PoolGrid.fit(layout.n_keys, budget)
     return MaskView(layout, group_mask(layout), pooled_mask(layout, rows, cols), rows, cols)
+
+
+def preview_note(result: WeightResult, layout: TokenLayout, batch: int = 0, head: HeadChoice = "mean") -> str:
+    """What a preview is: how many rows were sampled, and how far its group masses may be off."""
+    from noether.explorer.sampling import standard_errors
+
+    errors = standard_errors(result, batch, head)["group_mass"]
+    worst = float(np.nanmax(errors)) if np.isfinite(errors).any() else float("nan")
+    return (
+        f"PREVIEW from {result.sampled_rows:,} of {layout.n_queries:,} query rows, sampled per query group (every "
+        f"key of a sampled row is exact). Group masses are within ±{worst:.2g} (one standard error, largest cell); "
+        "max-pooled cells show the largest sampled weight. The exact pass replaces it when complete."
+    )

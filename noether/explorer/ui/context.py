@@ -1,5 +1,6 @@
 """The shared context the views receive, the cached engine objects, and the progress and compute-gate helpers."""
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,13 +14,18 @@ from noether.explorer.presets import load_preset
 from noether.explorer.problems import ExplorerError, Problem
 from noether.explorer.run import ExplorerRun
 from noether.explorer.scenario import Scenario, ScenarioReport
-from noether.explorer.ui.state import ACTIVE, BUDGET, CLOUD, REQUESTED, WEIGHTS, on_request, problem_lines, ss
+from noether.explorer.ui.state import ACTIVE, BUDGET, CLOUD, REQUESTED, WEIGHTS, on_request, ss
 from noether.explorer.weights import WeightOptions, WeightResult
+from noether.explorer.worker import ExactJob, JobKeeper
+
+EXACT_JOBS, STOPPED, SHOWN_EXACT = "exact_jobs", "exact_stopped", "exact_shown"
 
 # Pixels per axis of every map; the weights are computed on this grid, so the displays never re-pool.
 DISPLAY_BINS = 400
 # Estimated seconds below which weights and KV-cache checks run without asking.
 AUTO_COMPUTE_SECONDS = 3.0
+# From this many query tokens on, weights show a preview at once and the exact pass runs in the background.
+PREVIEW_FROM_TOKENS = 16384
 
 # One prepared run per scenario (+ weights, cloud, budget); its memoisation does the rest. Cached functions live at
 # module level of an imported module so that Streamlit keeps one cache across reruns.
@@ -118,7 +124,8 @@ def progress(label: str) -> Iterator[Callable[[float, str], None]]:
 
 def needs_run(ctx: Context) -> ExplorerRun | None:
     if ctx.run is None:
-        st.error("The scenario cannot be prepared for running:\n" + problem_lines(ctx.run_problems or [], ctx.draft))
+        # The reasons are listed once, above the views; repeating them in every view doubled the list.
+        st.info("This view needs the scenario to run; the reasons it cannot are listed above the views.")
     return ctx.run
 
 
@@ -128,16 +135,86 @@ def gate(ctx: Context, what: str, estimate: Any, button: str) -> bool:
     if estimate.seconds <= AUTO_COMPUTE_SECONDS or token in ss[REQUESTED]:
         return True
     st.info(
-        f"This is a bigger computation: {estimate} (a rough estimate; a busy CPU can take several times longer). "
+        f"This is a bigger computation: {estimate} (estimated from this machine's measured speed; other load on "
+        "it can change that). "
         "It runs when you ask for it, with a progress bar."
     )
     st.button(button, type="primary", on_click=on_request, args=(token,), key=f"request_{what}")
     return False
 
 
+def exact_jobs() -> JobKeeper:
+    """This session's background exact passes (one per run key; a new key stops the running one)."""
+    if EXACT_JOBS not in ss:
+        ss[EXACT_JOBS] = JobKeeper()
+    return ss[EXACT_JOBS]
+
+
+def start_exact(ctx: Context, run: ExplorerRun) -> ExactJob:
+    """The background exact pass of this run (the running or finished one if there is one)."""
+    ss.setdefault(STOPPED, set()).discard(ctx.run_key)
+
+    def compute(report: Callable[[float, str], None], cancel: threading.Event) -> WeightResult:
+        return run.weights(DISPLAY_BINS, progress=report, cancel=cancel)
+
+    return exact_jobs().submit(ctx.run_key, compute)
+
+
+def stop_exact(run_key: str) -> None:
+    ss.setdefault(STOPPED, set()).add(run_key)
+    exact_jobs().stop(run_key)
+
+
 def compute_weights(ctx: Context) -> WeightResult | None:
+    """The exact weights when kept; else small jobs run at once, and big ones show a preview while the exact pass
+    runs in the background (see :func:`exact_panel`), unless the user stopped it."""
     run = needs_run(ctx)
-    if run is None or not gate(ctx, "weights", run.weights_estimate(DISPLAY_BINS, WeightOptions()), "Compute weights"):
+    if run is None:
         return None
-    with progress("Computing attention weights…") as report:
-        return run.weights(DISPLAY_BINS, progress=report)
+    exact = run.kept_weights(DISPLAY_BINS)
+    if exact is not None:
+        return exact
+    estimate = run.weights_estimate(DISPLAY_BINS, WeightOptions())
+    if estimate.seconds <= AUTO_COMPUTE_SECONDS and run.layout.n_queries < PREVIEW_FROM_TOKENS:
+        with progress("Computing attention weights…") as report:
+            return run.weights(DISPLAY_BINS, progress=report)
+    with st.spinner("Sampling query rows for a preview…"):
+        preview = run.preview(DISPLAY_BINS)
+    if ctx.run_key not in ss.get(STOPPED, set()):
+        run.check(estimate)
+        start_exact(ctx, run)
+    st.info(views.preview_note(preview, run.layout), icon=":material/preview:")
+    return preview
+
+
+def exact_panel(run_key: str) -> None:
+    """Where the background exact pass stands: progress and Stop while it runs, a restart button once stopped."""
+    job = exact_jobs().get(run_key)
+    if job is None or (job.state == "done" and ss.get(SHOWN_EXACT) == run_key):
+        return
+    if job.state in ("running", "done"):
+        _exact_progress(run_key)
+    elif job.state == "stopped":
+        left, right = st.columns([5, 1], vertical_alignment="center")
+        left.info("Exact pass stopped; the preview stays on screen.")
+        if right.button("Compute exact", key="exact_restart"):
+            ss.setdefault(STOPPED, set()).discard(run_key)
+            st.rerun()
+    else:
+        st.error(f"The exact pass failed: {job.error}. The preview stays on screen.")
+
+
+@st.fragment(run_every=1.0)
+def _exact_progress(run_key: str) -> None:
+    """Polls the job once a second (nothing else reruns); when the pass completes, the whole page reruns once so
+    that every view swaps its preview for the exact result."""
+    job = exact_jobs().get(run_key)
+    if job is None:
+        return
+    if job.state == "running":
+        left, right = st.columns([5, 1], vertical_alignment="center")
+        left.progress(min(max(job.fraction, 0.0), 1.0), text=f"Exact pass in the background: {job.message}")
+        right.button("Stop", key="exact_stop", on_click=stop_exact, args=(run_key,), icon=":material/stop:")
+    else:
+        ss[SHOWN_EXACT] = run_key if job.state == "done" else None
+        st.rerun(scope="app")

@@ -5,8 +5,9 @@ from typing import Any
 import streamlit as st
 
 from noether.explorer import editing as ed
+from noether.explorer import edits
 from noether.explorer.problems import Problem
-from noether.explorer.ui.state import TABLE_BASE, TABLE_REV, on_move, on_table, ss
+from noether.explorer.ui.state import TABLE_BASE, TABLE_REV, on_move, on_table, ss, table_seen_key
 from noether.explorer.ui.widgets import problems_box
 
 
@@ -29,12 +30,12 @@ def groups_editor(draft: dict[str, Any], problems: list[Problem]) -> None:
             ed.COLUMN_NAME: st.column_config.TextColumn(
                 "name", help="Group name, e.g. surface_anchors (anchor kinds read the branch from it)."
             ),
-            ed.COLUMN_TOKENS: st.column_config.NumberColumn(
+            # Text, not a number column: a number cell silently rewrote what was typed (-5 became 5, 1e12 became
+            # 112). What is typed is kept; validation says why it is not a size.
+            ed.COLUMN_TOKENS: st.column_config.TextColumn(
                 "tokens",
-                min_value=0,
-                step=1,
-                format="%d",
-                help="Tokens of the group in the input; for a KV-cache group, the cached tokens to simulate.",
+                help="Tokens of the group in the input, a whole number ≥ 0 (e.g. 2048 or 1e5); for a KV-cache group, "
+                "the cached tokens to simulate. What you type is kept; if it is not a size, the problem says why.",
             ),
             ed.COLUMN_CACHED: st.column_config.CheckboxColumn(
                 "KV cache",
@@ -43,6 +44,8 @@ def groups_editor(draft: dict[str, Any], problems: list[Problem]) -> None:
             ),
         },
     )
+    for note in edits.table_notes(draft, rows, ss.get(table_seen_key(key)) or {}):
+        st.warning(note)
     st.caption(
         "Row order is the order in the input, on both axes. Add a group in the empty last row; delete by "
         "selecting rows."

@@ -4,7 +4,7 @@ import streamlit as st
 
 from noether.explorer import views
 from noether.explorer.scenario import validate_scenario
-from noether.explorer.ui.context import Context, prepare
+from noether.explorer.ui.context import Context, exact_panel, prepare
 from noether.explorer.ui.model_mode import (
     MODE,
     MODEL,
@@ -14,7 +14,7 @@ from noether.explorer.ui.model_mode import (
     render_edit_as_text,
     render_model_sidebar,
 )
-from noether.explorer.ui.registry import TABS, VIEWS
+from noether.explorer.ui.registry import MODEL_TABS, MODEL_VIEWS, TABS, VIEWS
 from noether.explorer.ui.sidebar import render_sidebar
 from noether.explorer.ui.state import ACTIVE, DRAFT, FLASH, PERSISTENT, VIEW, init_state, problem_lines, ss
 from noether.explorer.ui.widgets import guarded
@@ -48,8 +48,16 @@ def _page(ctx: Context, model: bool) -> None:
                     st.caption(f"Note: {note}")
         elif ctx.run_problems:
             st.error("The scenario cannot be prepared for running:\n" + problem_lines(ctx.run_problems, ctx.draft))
-    tabs = st.tabs(TABS, key=VIEW, on_change="rerun")
-    for tab, view in zip(tabs, VIEWS, strict=True):
+    if not model and ss.get(VIEW) in MODEL_TABS:
+        ss[VIEW] = TABS[0]
+    # Filled after the views ran: a view asking for weights is what starts the background exact pass.
+    exact_slot = st.container()
+    tabs = st.tabs((*TABS, *MODEL_TABS) if model else TABS, key=VIEW, on_change="rerun")
+    for tab, view in zip(tabs[len(TABS) :], MODEL_VIEWS if model else (), strict=True):
+        if tab.open:
+            with tab:
+                guarded(view.title, view.render, ctx)
+    for tab, view in zip(tabs[: len(TABS)], VIEWS, strict=True):
         if not tab.open:
             continue
         with tab:
@@ -65,6 +73,9 @@ def _page(ctx: Context, model: bool) -> None:
                 view.render(ctx)
             else:
                 guarded(view.title, view.render, ctx)
+    if ctx.run is not None:
+        with exact_slot:
+            exact_panel(ctx.run_key)
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ from noether.explorer.ui import (
     view_export,
     view_kv_cache,
     view_mask,
+    view_model_overview,
+    view_rollout,
     view_spatial,
     view_statistics,
     view_text,
@@ -41,3 +43,9 @@ VIEWS: tuple[View, ...] = (
     View("Export", view_export.render),
 )
 TABS = tuple(view.title for view in VIEWS)
+MODEL_VIEWS: tuple[View, ...] = (
+    View("Model overview", view_model_overview.render),
+    View("Rollout", view_rollout.render),
+)
+"""Views of a whole capture, shown after the layer views in Model mode only."""
+MODEL_TABS = tuple(view.title for view in MODEL_VIEWS)

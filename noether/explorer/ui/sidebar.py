@@ -5,7 +5,9 @@ from typing import Any
 import streamlit as st
 
 from noether.explorer import editing as ed
+from noether.explorer.io import MAX_SCENARIO_BYTES
 from noether.explorer.presets import PRESETS, preset_description
+from noether.explorer.problems import count
 from noether.explorer.scenario import ScenarioReport
 from noether.explorer.ui.editors_groups import groups_editor
 from noether.explorer.ui.editors_rules import rules_editor
@@ -56,7 +58,9 @@ def _source() -> None:
         key=key,
         on_change=on_upload,
         args=(key,),
-        help="YAML or JSON with attention, token_specs, attention_patterns and run (see the built-in examples).",
+        max_upload_size=MAX_SCENARIO_BYTES // 2**20,
+        help="YAML or JSON with attention, token_specs, attention_patterns and run (see the built-in examples); "
+        f"at most {MAX_SCENARIO_BYTES // 2**20} MB.",
     )
 
 
@@ -67,10 +71,11 @@ def _status(report: ScenarioReport) -> None:
         assert scenario is not None
         warnings = len(report.problems)
         extra = f", {warnings} warning{'s' * (warnings != 1)}" if warnings else ""
-        st.success(f"Valid: {len(scenario.token_specs)} groups, {len(scenario.patterns())} rules{extra}.")
+        groups, rules = count(len(scenario.token_specs), "group"), count(len(scenario.patterns()), "rule")
+        st.success(f"Valid: {groups}, {rules}{extra}.")
     else:
         st.error(
-            f"{len(errors)} problem{'s' * (len(errors) != 1)}, listed next to the settings below. Running is paused "
+            f"{count(len(errors), 'problem')}, listed next to the settings below. Running is paused "
             "until they are fixed; the views keep showing the last valid scenario."
         )
 

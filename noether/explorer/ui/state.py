@@ -10,7 +10,7 @@ from typing import Any
 import streamlit as st
 
 from noether.explorer import editing as ed
-from noether.explorer import share
+from noether.explorer import edits, share
 from noether.explorer.checkpoint import attention_prefixes, load_state_dict_bytes
 from noether.explorer.pointcloud import load_cloud_bytes
 from noether.explorer.presets import DEFAULT_PRESET, PRESETS
@@ -25,6 +25,9 @@ PRESET_TITLES = {p.key: p.title for p in PRESETS}
 DRAFT, ACTIVE, FLASH, REQUESTED = "draft", "active", "flash", "requested"
 TABLE_BASE, TABLE_REV, FORM_REV, UPLOAD_REV = "table_base", "table_rev", "form_rev", "upload_rev"
 TEXT, TEXT_FORMAT, TEXT_PROBLEMS = "text_editor", "text_format", "text_problems"
+TEXT_SHOWN_FORMAT, TEXT_NOTE = "text_shown_format", "text_note"
+KEPT = "kept_aside"
+"""Rules (or branches) a kind switch set aside, restored by the switch back (see :func:`edits.switch_kind`)."""
 WEIGHTS, CLOUD, PRESET, VIEW, BUDGET = "trained_weights", "point_cloud", "preset", "view", "budget_mb"
 # View settings live in widgets of tabs that are only rendered while open; re-assigning them every run keeps
 # Streamlit from dropping them while another tab is shown.
@@ -64,7 +67,10 @@ def replace_draft(draft: dict[str, Any], *, text: str | None = None) -> None:
     ss[TABLE_REV] = ss.get(TABLE_REV, 0) + 1
     ss[FORM_REV] = ss.get(FORM_REV, 0) + 1
     ss[TEXT] = text if text is not None else ed.draft_to_text(draft, ss.get(TEXT_FORMAT, "yaml"))
+    ss[TEXT_SHOWN_FORMAT] = ss.get(TEXT_FORMAT, "yaml")
     ss[TEXT_PROBLEMS] = []
+    ss[TEXT_NOTE] = ""
+    ss[KEPT] = None
 
 
 def edit(draft: dict[str, Any], *, forms: bool = False, table: bool = False) -> None:
@@ -148,9 +154,27 @@ def on_upload(key: str) -> None:
     )
 
 
+def table_seen_key(key: str) -> str:
+    """Where the table's previous edit state is kept: renames are told apart from new rows by comparing the two."""
+    return f"{key}:seen"
+
+
 def on_table(key: str) -> None:
-    rows = ed.apply_table_delta(ss[TABLE_BASE] or [], ss[key])
-    edit(ed.update_groups(ss[DRAFT], rows), forms=True)
+    before = ss.get(table_seen_key(key)) or {}
+    after = {name: _plain(value) for name, value in (ss[key] or {}).items()}
+    result = edits.apply_table_edit(ss[DRAFT], ss[TABLE_BASE] or [], before, after)
+    ss[table_seen_key(key)] = after
+    ss[KEPT] = edits.follow_groups(ss.get(KEPT), result.renames, result.removed)
+    edit(result.draft, forms=True)
+
+
+def _plain(value: Any) -> Any:
+    """A copy of the widget's edit state (Streamlit may reuse and mutate its own containers)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def on_move(key: str, offset: int) -> None:
@@ -168,7 +192,11 @@ def on_padding(name: str, key: str) -> None:
 
 
 def on_kind(key: str) -> None:
-    edit(ed.set_kind(ss[DRAFT], ss[key]), forms=True)
+    switched = edits.switch_kind(ss[DRAFT], ss[key], ss.get(KEPT))
+    ss[KEPT] = switched.kept
+    edit(switched.draft, forms=True)
+    if switched.note:
+        flash("info", switched.note)
 
 
 def on_rule(index: int, part: str, key: str) -> None:
@@ -208,8 +236,19 @@ def on_text() -> None:
 
 
 def on_text_format() -> None:
+    """The format radio: the text is rewritten in the new format unless it holds unapplied edits, which stay."""
+    shown = ss.get(TEXT_SHOWN_FORMAT, "yaml")
+    switched = edits.switch_text_format(ss.get(TEXT, ""), ss[DRAFT], shown, ss[TEXT_FORMAT])
+    ss[TEXT], ss[TEXT_FORMAT], ss[TEXT_SHOWN_FORMAT] = switched.text, switched.fmt, switched.fmt
+    ss[TEXT_NOTE] = switched.refused
+
+
+def on_rewrite_text() -> None:
+    """Discard unapplied text (the button says so) and show the draft again."""
     ss[TEXT] = ed.draft_to_text(ss[DRAFT], ss[TEXT_FORMAT])
+    ss[TEXT_SHOWN_FORMAT] = ss[TEXT_FORMAT]
     ss[TEXT_PROBLEMS] = []
+    ss[TEXT_NOTE] = ""
 
 
 def _read_upload(key: str, load: Callable[[bytes, str], Any], what: str) -> tuple[str, str, Any] | None:
@@ -235,7 +274,12 @@ def on_weights_upload(key: str) -> None:
     prefixes = attention_prefixes(state_dict)
     ss[WEIGHTS] = {"name": name, "digest": digest, "state_dict": state_dict, "prefixes": prefixes}
     ss["w_prefix"] = prefixes[0] if prefixes else ""
-    flash("success", f"Loaded trained weights from {ed.escape_markdown(name)}.")
+    # Whether the tensors fit the scenario is known only when the layer is built: say what is known now.
+    flash(
+        "info",
+        f"Read {len(state_dict)} tensors from {ed.escape_markdown(name)}; they are checked against the scenario's "
+        "layer when it runs.",
+    )
 
 
 def on_cloud_upload(key: str) -> None:

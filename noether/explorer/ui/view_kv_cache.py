@@ -43,12 +43,12 @@ def render(ctx: Context) -> None:
     if check.equal:
         st.success(
             f"Equal: the two-pass outputs match the single pass (max |difference| {check.max_abs_diff:.2e}, "
-            "tolerance 1e-4)."
+            f"tolerance {check.tolerance:.0e})."
         )
     else:
         st.error(
             f"Different: the two-pass outputs differ from the single pass by up to {check.max_abs_diff:.2e} "
-            "(tolerance 1e-4)."
+            f"(tolerance {check.tolerance:.0e})."
         )
     for note in check.notes:
         st.caption(note)

@@ -5,9 +5,13 @@ import streamlit as st
 from noether.explorer import views
 from noether.explorer.figures import heatmap, map_figure, mark_query_row, row_figure
 from noether.explorer.png import map_png
+from noether.explorer.problems import ExplorerError
 from noether.explorer.ui.context import DISPLAY_BINS, Context, compute_weights
-from noether.explorer.ui.state import ss
+from noether.explorer.ui.state import problem_lines, ss
 from noether.explorer.ui.widgets import batch_picker, chart, ensure, guarded, query_picker
+from noether.explorer.window import Window, check_window, parse_window
+
+WINDOW = "z_window"
 
 # Pixels per axis of the small maps when all heads are shown side by side.
 GRID_BINS = 200
@@ -87,6 +91,7 @@ def _weights_view(ctx: Context) -> None:
             mime="image/png",
             on_click="ignore",
         )
+        _zoom(ctx, batch, head, pooling, log_colour)
     st.caption(
         "Softmax weights pooled onto the grid: a cell shows the mean (or max) weight of the query-key pairs it "
         "covers, 0 where the rules block attention. Pooled values are averages, not sums: a query's row of exact "
@@ -104,3 +109,31 @@ def _weights_view(ctx: Context) -> None:
             f"Exact, not pooled: query row {row:,} against all {layout.n_keys:,} keys; 0 where the rules block "
             "attention."
         )
+
+
+def _zoom(ctx: Context, batch: int, head: views.HeadChoice, pooling: views.Pooling, log_colour: bool) -> None:
+    """Exact weights of typed query/key token ranges, one cell per token pair when the window fits the map."""
+    assert ctx.mask is not None and ctx.run is not None
+    layout = ctx.mask.layout
+    with st.expander("Zoom to tokens: exact weights of a window", expanded=WINDOW in ss):
+        cols = st.columns(5, vertical_alignment="bottom")
+        q0 = cols[0].number_input("First query token", 0, layout.n_queries - 1, 0, key="z_q0")
+        q1 = cols[1].number_input(
+            "End query token (excluded)", 1, layout.n_queries, min(layout.n_queries, 1024), key="z_q1"
+        )
+        k0 = cols[2].number_input("First key token", 0, layout.n_keys - 1, 0, key="z_k0")
+        k1 = cols[3].number_input("End key token (excluded)", 1, layout.n_keys, min(layout.n_keys, 1024), key="z_k1")
+        if cols[4].button("Compute window", key="z_go"):
+            ss[WINDOW] = str(Window(int(q0), int(q1), int(k0), int(k1)))
+        if WINDOW not in ss:
+            st.caption("Rows are whole softmax rows; only the window's keys are kept, so this is exact at any size.")
+            return
+        try:
+            window = parse_window(ss[WINDOW], "zoom window")
+            check_window(window, layout, "zoom window")
+            result = ctx.run.window(window, DISPLAY_BINS)
+        except ExplorerError as exc:
+            st.error(problem_lines(exc.problems, ctx.draft))
+            return
+        spec = views.weights_map(result, layout, DISPLAY_BINS, batch, head, pooling, log=log_colour)
+        chart(map_figure(spec), key="zoom_map")

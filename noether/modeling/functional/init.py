@@ -3,7 +3,9 @@
 import torch
 from torch import nn
 
-SUPPORTED_INIT_MODES = ("torch", "truncnormal", "truncnormal002", "truncnormal002-identity")
+from noether.core.types import SUPPORTED_INIT_MODES
+
+__all__ = ["SUPPORTED_INIT_MODES", "apply_init_method"]
 
 
 def _trunc_normal_zero_bias(module: nn.Module, std: float = 0.02) -> None:

@@ -114,16 +114,16 @@ class AttentionPattern(BaseModel):
     """The token groups that are attended to by the query groups, e.g. ["surface_anchors"]."""
 
 
-# Concrete configs live next to their modules; importing them here eagerly would be circular
-# (the modules import the base configs above), so they are resolved on first access.
+# Concrete configs live with the modules (re-exported by each module file); importing them here eagerly would be
+# circular (they build on the base configs above), so they are resolved on first access.
 _MOVED_CONFIGS = {
-    "DotProductAttentionConfig": "noether.modeling.modules.attention.dot_product",
-    "MixedAttentionConfig": "noether.modeling.modules.attention.anchor_attention.mixed",
-    "MultiBranchAnchorAttentionConfig": "noether.modeling.modules.attention.anchor_attention.multi_branch",
-    "SelfAnchorAttentionConfig": "noether.modeling.modules.attention.anchor_attention.self_anchor",
-    "CrossAnchorAttentionConfig": "noether.modeling.modules.attention.anchor_attention.cross",
-    "JointAnchorAttentionConfig": "noether.modeling.modules.attention.anchor_attention.joint",
-    "PerceiverAttentionConfig": "noether.modeling.modules.attention.perceiver",
+    "DotProductAttentionConfig": "noether.modeling.modules.attention.configs",
+    "MixedAttentionConfig": "noether.modeling.modules.attention.configs",
+    "MultiBranchAnchorAttentionConfig": "noether.modeling.modules.attention.configs",
+    "SelfAnchorAttentionConfig": "noether.modeling.modules.attention.configs",
+    "CrossAnchorAttentionConfig": "noether.modeling.modules.attention.configs",
+    "JointAnchorAttentionConfig": "noether.modeling.modules.attention.configs",
+    "PerceiverAttentionConfig": "noether.modeling.modules.attention.configs",
 }
 
 

@@ -7,10 +7,7 @@ from torch import nn
 from noether.core.schemas.modules.attention import AttentionConfig
 from noether.modeling.functional.init import apply_init_method
 from noether.modeling.functional.rope import rope
-
-
-class DotProductAttentionConfig(AttentionConfig):
-    """Configuration for the dot-product attention module."""
+from noether.modeling.modules.attention.configs import DotProductAttentionConfig
 
 
 class DotProductAttention(nn.Module):
@@ -108,3 +105,6 @@ class DotProductAttention(nn.Module):
             q, k = rope(q, freqs=freqs), rope(k, freqs=freqs)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self._attention_dropout())
         return self.proj_dropout(self.proj(self._merge_heads(out)))
+
+
+__all__ = ["DotProductAttention", "DotProductAttentionConfig"]

@@ -2,27 +2,14 @@
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import nn
 
 from noether.core.schemas.modules.attention import AttentionConfig
 from noether.modeling.functional.init import apply_init_method
 from noether.modeling.functional.rope import rope
+from noether.modeling.modules.attention.configs import PerceiverAttentionConfig
 
 PerceiverKVCache = dict[str, torch.Tensor]
-
-
-class PerceiverAttentionConfig(AttentionConfig):
-    """Configuration for the perceiver attention module."""
-
-    kv_dim: int | None = Field(None)
-    """Width of the key/value input features; None means the same as hidden_dim."""
-
-    @model_validator(mode="after")
-    def _default_kv_dim(self) -> "PerceiverAttentionConfig":
-        if self.kv_dim is None:
-            self.kv_dim = self.hidden_dim
-        return self
 
 
 class PerceiverAttention(nn.Module):
@@ -140,3 +127,6 @@ class PerceiverAttention(nn.Module):
             queries, keys, values, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
         return self.proj_dropout(self.proj(out.transpose(1, 2).flatten(start_dim=2))), new_cache
+
+
+__all__ = ["PerceiverAttention", "PerceiverAttentionConfig", "PerceiverKVCache"]

@@ -3,28 +3,9 @@
 from collections.abc import Sequence
 
 from noether.core.schemas.modules.attention import AttentionConfig, AttentionPattern, TokenSpec
-from noether.modeling.modules.attention.anchor_attention.multi_branch import (
-    MultiBranchAnchorAttention,
-    MultiBranchAnchorAttentionConfig,
-    branch_groups,
-)
-
-
-class CrossAnchorAttentionConfig(MultiBranchAnchorAttentionConfig):
-    """Configuration of cross-anchor attention (at least two branches)."""
-
-
-def cross_anchor_patterns(
-    token_specs: Sequence[TokenSpec], branches: Sequence[str], anchor_suffix: str = "_anchors"
-) -> list[AttentionPattern]:
-    """All groups of a branch attend to the anchors of every other branch."""
-    return [
-        AttentionPattern(
-            query_tokens=branch_groups(token_specs, branch),
-            key_value_tokens=[f"{other}{anchor_suffix}" for other in branches if other != branch],
-        )
-        for branch in branches
-    ]
+from noether.modeling.modules.attention.anchor_attention.multi_branch import MultiBranchAnchorAttention
+from noether.modeling.modules.attention.anchor_attention.patterns import cross_anchor_patterns
+from noether.modeling.modules.attention.configs import CrossAnchorAttentionConfig
 
 
 class CrossAnchorAttention(MultiBranchAnchorAttention):
@@ -47,3 +28,6 @@ class CrossAnchorAttention(MultiBranchAnchorAttention):
 
     def _create_attention_patterns(self, token_specs: Sequence[TokenSpec]) -> Sequence[AttentionPattern]:
         return cross_anchor_patterns(token_specs, self.branches, self.anchor_suffix)
+
+
+__all__ = ["CrossAnchorAttention", "CrossAnchorAttentionConfig", "cross_anchor_patterns"]

@@ -3,26 +3,9 @@
 from collections.abc import Sequence
 
 from noether.core.schemas.modules.attention import AttentionConfig, AttentionPattern, TokenSpec
-from noether.modeling.modules.attention.anchor_attention.multi_branch import (
-    MultiBranchAnchorAttention,
-    MultiBranchAnchorAttentionConfig,
-)
-
-
-class JointAnchorAttentionConfig(MultiBranchAnchorAttentionConfig):
-    """Configuration of joint-anchor attention (at least two branches)."""
-
-
-def joint_anchor_patterns(
-    token_specs: Sequence[TokenSpec], branches: Sequence[str], anchor_suffix: str = "_anchors"
-) -> list[AttentionPattern]:
-    """One pattern: all groups attend to the anchors of all branches."""
-    return [
-        AttentionPattern(
-            query_tokens=[spec.name for spec in token_specs],
-            key_value_tokens=[f"{branch}{anchor_suffix}" for branch in branches],
-        )
-    ]
+from noether.modeling.modules.attention.anchor_attention.multi_branch import MultiBranchAnchorAttention
+from noether.modeling.modules.attention.anchor_attention.patterns import joint_anchor_patterns
+from noether.modeling.modules.attention.configs import JointAnchorAttentionConfig
 
 
 class JointAnchorAttention(MultiBranchAnchorAttention):
@@ -47,3 +30,6 @@ class JointAnchorAttention(MultiBranchAnchorAttention):
 
     def _create_attention_patterns(self, token_specs: Sequence[TokenSpec]) -> Sequence[AttentionPattern]:
         return joint_anchor_patterns(token_specs, self.branches, self.anchor_suffix)
+
+
+__all__ = ["JointAnchorAttention", "JointAnchorAttentionConfig", "joint_anchor_patterns"]

@@ -9,13 +9,11 @@ import torch.nn.functional as F
 
 from noether.core.schemas.modules.attention import AttentionPattern, TokenSpec
 from noether.modeling.functional.rope import rope
-from noether.modeling.modules.attention.dot_product import DotProductAttention, DotProductAttentionConfig
+from noether.modeling.modules.attention.anchor_attention.patterns import query_patterns
+from noether.modeling.modules.attention.configs import MixedAttentionConfig
+from noether.modeling.modules.attention.dot_product import DotProductAttention
 
 KVCache = dict[str, dict[str, torch.Tensor]]
-
-
-class MixedAttentionConfig(DotProductAttentionConfig):
-    """Configuration for the mixed attention module."""
 
 
 @dataclass
@@ -34,18 +32,6 @@ class GroupTensors:
 def _split_by_specs(x: torch.Tensor, specs: Sequence[TokenSpec], dim: int) -> dict[str, torch.Tensor]:
     sizes = [spec.size for spec in specs if spec.size is not None]
     return {spec.name: part for spec, part in zip(specs, x.split(sizes, dim=dim), strict=True)}
-
-
-def query_patterns(attention_patterns: Sequence[AttentionPattern], cached_names: set[str]) -> list[AttentionPattern]:
-    """The patterns as a pass computes them: cached groups have no queries, so they leave the query lists."""
-    if not cached_names:
-        return list(attention_patterns)
-    kept = []
-    for pattern in attention_patterns:
-        queries = [name for name in pattern.query_tokens if name not in cached_names]
-        if queries:
-            kept.append(AttentionPattern(query_tokens=queries, key_value_tokens=list(pattern.key_value_tokens)))
-    return kept
 
 
 class MixedAttention(DotProductAttention):
@@ -308,3 +294,6 @@ def _check_cached_pass(
                     f"attention_patterns[{index}] reads keys/values of '{name}', but a cached pass computes only "
                     "queries for input groups: key/value groups of input queries must come from kv_cache (size None)."
                 )
+
+
+__all__ = ["GroupTensors", "KVCache", "MixedAttention", "MixedAttentionConfig", "query_patterns"]

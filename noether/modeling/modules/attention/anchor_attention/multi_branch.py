@@ -4,58 +4,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from noether.core.schemas.modules.attention import AttentionConfig, AttentionPattern, TokenSpec
 from noether.modeling.modules.attention.anchor_attention.mixed import KVCache, MixedAttention, MixedAttentionConfig
-
-
-class MultiBranchAnchorAttentionConfig(AttentionConfig):
-    """Configuration of a multi-branch anchor attention module."""
-
-    branches: list[str] = Field(..., min_length=1)
-    """Branch names, e.g. ["surface", "volume"]; a group belongs to the branch its name starts with."""
-
-    anchor_suffix: str = Field("_anchors")
-    """Suffix that turns a branch name into its anchor group name ("surface" -> "surface_anchors")."""
-
-
-class MissingBranchTokensError(ValueError):
-    """Raised when expected tokens for a configured branch are not present."""
-
-
-class MissingAnchorTokenError(ValueError):
-    """Raised when a required anchor token is not present."""
-
-
-class UnexpectedTokenError(ValueError):
-    """Raised when an unexpected token is present."""
-
-
-def check_branches(token_specs: Sequence[TokenSpec], branches: Sequence[str], anchor_suffix: str) -> None:
-    """Every group belongs to a configured branch, and every branch has groups and its anchor group."""
-    names = {spec.name for spec in token_specs}
-    for spec in token_specs:
-        if not any(spec.name.startswith(branch) for branch in branches):
-            raise UnexpectedTokenError(
-                f"Unexpected token in input: Token '{spec.name}' does not belong to any configured branch. "
-                f"Configured branches: {list(branches)}; rename the group to start with a branch name."
-            )
-    for branch in branches:
-        if not any(spec.name.startswith(branch) for spec in token_specs):
-            raise MissingBranchTokensError(
-                f"Configured branch '{branch}' has no tokens present in the input `token_specs`."
-            )
-        if f"{branch}{anchor_suffix}" not in names:
-            raise MissingAnchorTokenError(
-                f"Configured branch '{branch}' is missing its required anchor token '{branch}{anchor_suffix}'."
-            )
-
-
-def branch_groups(token_specs: Sequence[TokenSpec], branch: str) -> list[str]:
-    """Names of the groups that belong to ``branch``, in input order."""
-    return [spec.name for spec in token_specs if spec.name.startswith(branch)]
+from noether.modeling.modules.attention.anchor_attention.patterns import (
+    MissingAnchorTokenError,
+    MissingBranchTokensError,
+    UnexpectedTokenError,
+    branch_groups,
+    check_branches,
+)
+from noether.modeling.modules.attention.configs import MultiBranchAnchorAttentionConfig
 
 
 class MultiBranchAnchorAttention(nn.Module, ABC):
@@ -109,3 +69,14 @@ class MultiBranchAnchorAttention(nn.Module, ABC):
     @abstractmethod
     def _create_attention_patterns(self, token_specs: Sequence[TokenSpec]) -> Sequence[AttentionPattern]:
         """Patterns of this anchor scheme for validated ``token_specs``."""
+
+
+__all__ = [
+    "MissingAnchorTokenError",
+    "MissingBranchTokensError",
+    "MultiBranchAnchorAttention",
+    "MultiBranchAnchorAttentionConfig",
+    "UnexpectedTokenError",
+    "branch_groups",
+    "check_branches",
+]

@@ -3,25 +3,9 @@
 from collections.abc import Sequence
 
 from noether.core.schemas.modules.attention import AttentionPattern, TokenSpec
-from noether.modeling.modules.attention.anchor_attention.multi_branch import (
-    MultiBranchAnchorAttention,
-    MultiBranchAnchorAttentionConfig,
-    branch_groups,
-)
-
-
-class SelfAnchorAttentionConfig(MultiBranchAnchorAttentionConfig):
-    """Configuration of self-anchor attention."""
-
-
-def self_anchor_patterns(
-    token_specs: Sequence[TokenSpec], branches: Sequence[str], anchor_suffix: str = "_anchors"
-) -> list[AttentionPattern]:
-    """All groups of a branch attend to that branch's anchors."""
-    return [
-        AttentionPattern(query_tokens=branch_groups(token_specs, branch), key_value_tokens=[f"{branch}{anchor_suffix}"])
-        for branch in branches
-    ]
+from noether.modeling.modules.attention.anchor_attention.multi_branch import MultiBranchAnchorAttention
+from noether.modeling.modules.attention.anchor_attention.patterns import self_anchor_patterns
+from noether.modeling.modules.attention.configs import SelfAnchorAttentionConfig
 
 
 class SelfAnchorAttention(MultiBranchAnchorAttention):
@@ -35,3 +19,6 @@ class SelfAnchorAttention(MultiBranchAnchorAttention):
 
     def _create_attention_patterns(self, token_specs: Sequence[TokenSpec]) -> Sequence[AttentionPattern]:
         return self_anchor_patterns(token_specs, self.branches, self.anchor_suffix)
+
+
+__all__ = ["SelfAnchorAttention", "SelfAnchorAttentionConfig", "self_anchor_patterns"]

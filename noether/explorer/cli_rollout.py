@@ -1,0 +1,76 @@
+"""``noether-explorer rollout FILE --token GROUP:INDEX --out OUT.png|.html``: where one output token of a captured
+model draws from, through every recorded call (attention rollout), drawn on the capture's positions."""
+
+import argparse
+from typing import Any
+
+from noether.explorer import cli
+
+
+def add_rollout(commands: Any) -> None:
+    sub = commands.add_parser(
+        "rollout",
+        help="attention rollout of one output token of a capture, as a 3-D scatter on the recorded positions",
+        description="Follow one output token back through every recorded attention call (Abnar & Zuidema 2020: "
+        "0.5*A + 0.5*I per call, head-mean A, rows re-normalised) and draw the weights on the capture's positions. "
+        "It ignores the MLPs and the value vectors. Keys read from a KV cache count as the anchors they were "
+        "computed from. Exit 1 for a bad file or token.",
+    )
+    sub.add_argument("file", metavar="FILE", help="capture file (.safetensors)")
+    sub.add_argument("--token", required=True, metavar="GROUP:INDEX", help="output token, e.g. surface_queries:0")
+    sub.add_argument("--out", type=cli._render_output, required=True, metavar="OUT.png|OUT.html", help="output file")
+    sub.add_argument("--batch", type=cli._non_negative_int, default=0, help="batch element to follow (default 0)")
+    sub.add_argument(
+        "--memory-budget", type=cli._positive_float, metavar="MB", help="largest working memory of a layer, in MiB"
+    )
+    sub.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    sub.set_defaults(handler=rollout_command)
+
+
+def rollout_command(args: argparse.Namespace) -> int:
+    from noether.explorer.capture_file import load_capture
+    from noether.explorer.capture_overview import capture_positions, capture_sources
+    from noether.explorer.overview_figures import rollout_figure, rollout_png
+    from noether.explorer.problems import ExplorerError
+    from noether.explorer.rollout import attention_rollout, chosen_point, parse_token, rollout_points
+
+    progress = cli._progress(quiet=args.quiet)
+    try:
+        group, index = parse_token(args.token)
+        capture = load_capture(args.file)
+        sources, notes = capture_sources(capture, verify=False, memory_budget_mb=args.memory_budget)
+        for note in notes:
+            progress(note)
+        if not sources:
+            raise ExplorerError(cli_problem(args.file, "has no explorable call to follow."))
+        positions = capture_positions(capture)
+        result = attention_rollout(
+            sources, group, index, batch=args.batch, positions=positions, progress=cli.throttled(progress)
+        )
+    except ExplorerError as exc:
+        cli._print_problems(args.file, exc.problems)
+        return cli.EXIT_INVALID
+    xyz, weights, labels, point_notes = rollout_points(result, positions, batch=args.batch)
+    for note in result.notes + point_notes:
+        progress(note)
+    marked = chosen_point(positions, group, index, args.batch)
+    title = f"rollout of {group}:{index} from {result.start} through {len(result.calls)} calls"
+    try:
+        if args.out.suffix.lower() == ".html":
+            figure = rollout_figure(xyz, weights, labels, title, marked)
+            cli._write_atomically(args.out, figure.to_html(include_plotlyjs=True, full_html=True))
+        else:
+            cli._write_atomically(args.out, rollout_png(xyz, weights, title, marked))
+    except OSError as exc:
+        cli._err(f"{cli._printable(str(args.out))}: cannot write ({exc.strerror or exc}).")
+        return cli.EXIT_INVALID
+    cli._out(f"{cli._printable(str(args.out))}: {title}; {len(xyz):,} points drawn, total weight {result.total:.6f}")
+    for part in result.parts:
+        cli._out(f"  {part.group:<20} {part.where:<60} {part.weights.sum():.4f}")
+    return cli.EXIT_OK
+
+
+def cli_problem(where: str, message: str) -> Any:
+    from noether.explorer.problems import Problem
+
+    return Problem(where, message, "Record a capture with at least one explorable call (see capture-info).")

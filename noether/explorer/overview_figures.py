@@ -1,0 +1,228 @@
+"""Figures of the model overview and the rollout: plotly for the app and HTML pages, Pillow for PNGs (no browser)."""
+
+import io
+
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image, ImageDraw, ImageFont
+
+from noether.explorer.figures import GROUP_COLOURS, MAX_CLOUD_POINTS, MUTED_COLOUR, colour_scale
+from noether.explorer.model_overview import CallSummary, DepthTable, ModelOverview
+from noether.explorer.png import colour_table
+
+ROLLOUT_DECADES = 4.0
+"""Rollout weights span orders of magnitude: colours cover this many decades below the largest weight."""
+PNG_SIZE = 900
+
+
+def _short(path: str, keep: int = 48) -> str:
+    return path if len(path) <= keep else "…" + path[-keep + 1 :]
+
+
+def mass_depth_figure(table: DepthTable, title: str) -> go.Figure:
+    """Depth (rows, call order top to bottom) x (query group → key group) attention mass; blank where not attended."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=table.values,
+            x=table.columns,
+            y=[f"{i}: {_short(name)}" for i, name in enumerate(table.layers)],
+            colorscale=colour_scale("Viridis"),
+            zmin=0.0,
+            zmax=1.0,
+            colorbar={"title": {"text": "mass"}},
+            hovertemplate="%{y}<br>%{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        height=max(320, 28 * len(table.layers) + 160),
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        yaxis={"autorange": "reversed"},
+        xaxis={"side": "top", "tickangle": -30},
+    )
+    return fig
+
+
+def depth_lines_figure(table: DepthTable, title: str, axis_title: str) -> go.Figure:
+    """One line per column over the calls (x = call number); gaps where a call lacks the group."""
+    x = list(range(len(table.layers)))
+    fig = go.Figure()
+    for j, name in enumerate(table.columns):
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=table.values[:, j],
+                mode="lines+markers",
+                name=name,
+                line={"color": GROUP_COLOURS[j % len(GROUP_COLOURS)]},
+                text=table.layers,
+                hovertemplate="%{text}<br>%{y:.4g}<extra>" + name + "</extra>",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        height=320,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        xaxis={"title": {"text": "call (in model order)"}, "tickmode": "array", "tickvals": x},
+        yaxis={"title": {"text": axis_title}},
+    )
+    return fig
+
+
+def _call_hover(call: CallSummary) -> str:
+    groups = ", ".join(f"{name} {size:,}" for name, size, _ in call.groups)
+    return f"{call.path}<br>{groups}<br>{'<br>'.join(call.patterns)}"
+
+
+def calls_diagram(overview: ModelOverview) -> go.Figure:
+    """The calls in model order as bars of attended pairs (log axis), coloured by kind, groups and patterns on hover."""
+    kinds = list(dict.fromkeys(call.kind for call in overview.calls))
+    fig = go.Figure()
+    for index, kind in enumerate(kinds):
+        rows = [(i, call) for i, call in enumerate(overview.calls) if call.kind == kind]
+        fig.add_trace(
+            go.Bar(
+                x=[i for i, _ in rows],
+                y=[max(call.attended_pairs, 1) for _, call in rows],
+                name=kind,
+                marker={"color": GROUP_COLOURS[index % len(GROUP_COLOURS)]},
+                hovertext=[_call_hover(call) for _, call in rows],
+                hovertemplate="%{hovertext}<br>%{y:,} attended pairs<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        title="Calls in model order (bar height: attended query–key pairs)",
+        height=300,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        yaxis={"type": "log", "title": {"text": "attended pairs"}},
+        xaxis={"title": {"text": "call"}, "tickmode": "array", "tickvals": list(range(len(overview.calls)))},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+def rollout_colour(weights: np.ndarray) -> np.ndarray:
+    """log10 of the weights, floored :data:`ROLLOUT_DECADES` below the largest (zeros land on the floor)."""
+    top = float(weights.max()) if weights.size else 1.0
+    floor = np.log10(max(top, 1e-30)) - ROLLOUT_DECADES
+    return np.maximum(np.log10(np.maximum(weights, 1e-300)), floor)
+
+
+def _subsample(n: int, seed: int = 0) -> np.ndarray:
+    if n <= MAX_CLOUD_POINTS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, MAX_CLOUD_POINTS, replace=False))
+
+
+def rollout_figure(
+    xyz: np.ndarray, weights: np.ndarray, labels: list[str], title: str, marked: np.ndarray | None = None
+) -> go.Figure:
+    """3-D points coloured by log10 rollout weight; ``marked`` (3,) is the chosen token, drawn as a diamond."""
+    keep = _subsample(len(xyz))
+    unreached = keep[weights[keep] <= 0]
+    keep = keep[weights[keep] > 0]
+    colour = rollout_colour(weights)[keep]
+    order = np.argsort(colour)  # the heaviest points last, on top
+    pts, names = xyz[keep][order].astype(np.float32), np.asarray(labels)[keep][order]
+    traces = []
+    if len(unreached):
+        grey = xyz[unreached].astype(np.float32)
+        traces.append(
+            go.Scatter3d(
+                x=grey[:, 0],
+                y=grey[:, 1],
+                z=grey[:, 2],
+                mode="markers",
+                name="not reached",
+                marker={"size": 2, "color": MUTED_COLOUR},
+                hoverinfo="skip",
+            )
+        )
+    fig = go.Figure(traces)
+    fig.add_trace(
+        go.Scatter3d(
+            x=pts[:, 0],
+            y=pts[:, 1],
+            z=pts[:, 2],
+            mode="markers",
+            name="rollout weight",
+            marker={
+                "size": 2.5,
+                "color": colour[order],
+                "colorscale": colour_scale("Inferno"),
+                "colorbar": {"title": {"text": "log10 weight"}},
+            },
+            text=names,
+            customdata=weights[keep][order],
+            hovertemplate="%{text}<br>%{customdata:.3g}<extra></extra>",
+        )
+    )
+    if marked is not None:
+        fig.add_trace(
+            go.Scatter3d(
+                x=[marked[0]],
+                y=[marked[1]],
+                z=[marked[2]],
+                mode="markers",
+                name="chosen token",
+                marker={"size": 9, "color": "#00E5FF", "symbol": "diamond"},
+            )
+        )
+    if len(keep) < len(xyz):
+        title += f" ({len(keep):,} of {len(xyz):,} points shown)"
+    fig.update_layout(
+        title=title,
+        height=640,
+        margin={"l": 0, "r": 0, "t": 50, "b": 30},
+        scene={"aspectmode": "data"},
+        legend={"orientation": "h", "yanchor": "top", "y": 0, "x": 0},
+    )
+    return fig
+
+
+def _project(xyz: np.ndarray, azimuth: float = -55.0, elevation: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
+    """Orthographic view from a fixed camera: (screen x, screen y) and depth (larger = nearer)."""
+    a, e = np.radians(azimuth), np.radians(elevation)
+    centred = xyz - xyz.mean(0) if len(xyz) else xyz
+    right = np.array([np.cos(a), np.sin(a), 0.0])
+    towards = np.array([-np.sin(a) * np.cos(e), np.cos(a) * np.cos(e), np.sin(e)])
+    up = np.cross(towards, right)
+    return np.stack([centred @ right, centred @ up], axis=1), centred @ towards
+
+
+def rollout_png(
+    xyz: np.ndarray, weights: np.ndarray, title: str, marked: np.ndarray | None = None, size: int = PNG_SIZE
+) -> bytes:
+    """The rollout as a PNG: points projected from a fixed camera, coloured by log10 weight, heaviest on top."""
+    table = colour_table("Inferno")
+    keep = _subsample(len(xyz))
+    xyz, weights = xyz[keep], weights[keep]
+    canvas = Image.new("RGB", (size + 120, size + 60), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    draw.text((10, 10), title[:140], fill="black", font=font)
+    colour = rollout_colour(weights) if len(weights) else weights
+    lo, hi = (float(colour.min()), float(colour.max())) if len(colour) else (0.0, 1.0)
+    span = hi - lo if hi > lo else 1.0
+    if len(xyz):
+        screen, _ = _project(np.vstack([xyz, marked[None]]) if marked is not None else xyz)
+        extent = np.abs(screen).max() or 1.0
+        pixels = (screen / extent * (size / 2 - 20)) * np.array([1.0, -1.0]) + np.array([size / 2, size / 2 + 40])
+        levels = ((colour - lo) / span * (len(table) - 1)).round().astype(np.int64)
+        for i in np.argsort(colour):
+            x, y = pixels[i]
+            fill = tuple(int(c) for c in table[levels[i]]) if weights[i] > 0 else MUTED_COLOUR
+            draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=fill)
+        if marked is not None:
+            x, y = pixels[-1]
+            draw.polygon([(x, y - 8), (x + 8, y), (x, y + 8), (x - 8, y)], outline="#00B8D4", width=3)
+    x0, y0, height = size + 40, 60, size - 80
+    for y in range(height):
+        c = table[int((1 - y / max(height - 1, 1)) * (len(table) - 1))]
+        draw.line([(x0, y0 + y), (x0 + 20, y0 + y)], fill=tuple(int(v) for v in c))
+    draw.text((x0 - 10, y0 - 20), "log10 weight", fill="black", font=font)
+    draw.text((x0 + 24, y0), f"{hi:.2f}", fill="black", font=font)
+    draw.text((x0 + 24, y0 + height - 10), f"{lo:.2f}", fill="black", font=font)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()

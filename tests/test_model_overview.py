@@ -1,0 +1,192 @@
+"""The model overview: per-call rows and statistics over a sequence of layers, checked against each layer's own
+weight pass and against exact rows; bounded work and memory."""
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from noether.explorer import chunk_stats
+from noether.explorer import model_overview as mo
+from noether.explorer.model_overview import LayerSource, call_table, layer_statistics, model_overview
+from noether.explorer.run import ExplorerRun
+from noether.explorer.weights import WeightOptions
+
+
+def layer_doc(
+    specs: dict[str, int | None],
+    patterns: list[tuple[list[str], list[str]]],
+    *,
+    hidden_dim: int = 16,
+    num_heads: int = 2,
+    seed: int = 0,
+    **run: Any,
+) -> dict[str, Any]:
+    return {
+        "attention": {"hidden_dim": hidden_dim, "num_heads": num_heads, "use_rope": False},
+        "token_specs": [{name: size} for name, size in specs.items()],
+        "attention_patterns": [{"query_tokens": q, "key_value_tokens": k} for q, k in patterns],
+        "run": {"device": "cpu", "seed": seed, "inputs": "random", **run},
+    }
+
+
+def model_layers(anchors: int = 12, queries: int = 7) -> list[LayerSource]:
+    """A small AB-UPT-like stack: self over anchors, cross between domains, a decoder reading cached anchors."""
+    a, q = anchors, queries
+    both = {"surface_anchors": a, "volume_anchors": a + 3, "surface_queries": q}
+    docs = [
+        (
+            "blocks.0.attention",
+            "self anchor",
+            layer_doc(
+                both,
+                [
+                    (["surface_anchors", "surface_queries"], ["surface_anchors"]),
+                    (["volume_anchors"], ["volume_anchors"]),
+                ],
+                seed=1,
+            ),
+        ),
+        (
+            "blocks.1.attention",
+            "cross anchor",
+            layer_doc(
+                both,
+                [
+                    (["surface_anchors", "surface_queries"], ["volume_anchors"]),
+                    (["volume_anchors"], ["surface_anchors"]),
+                ],
+                seed=2,
+            ),
+        ),
+        (
+            "decoder.surface.attention",
+            "decoder",
+            layer_doc(
+                {"surface_anchors": None, "surface_queries": q},
+                [(["surface_anchors", "surface_queries"], ["surface_anchors"])],
+                seed=3,
+                kv_cache_sizes={"surface_anchors": a},
+            ),
+        ),
+    ]
+    return [LayerSource(path, kind, ExplorerRun(doc), max_abs_diff=None) for path, kind, doc in docs]
+
+
+def test_overview_matches_each_layers_weight_pass() -> None:
+    layers = model_layers()
+    reports: list[float] = []
+    overview = model_overview(layers, top_k=4, progress=lambda f, _m: reports.append(f))
+    assert [c.path for c in overview.calls] == [layer.path for layer in layers]
+    assert reports == sorted(reports) and reports[-1] == 1.0
+    for layer, stats in zip(layers, overview.layers, strict=True):
+        reference = layer.run.weights(pixels=8, options=WeightOptions(top_k=4))
+        np.testing.assert_allclose(stats.group_mass, reference.group_mass.mean(0).numpy(), atol=1e-5)
+        np.testing.assert_allclose(stats.entropy, reference.entropy.mean(0).numpy(), atol=1e-5)
+        np.testing.assert_allclose(stats.top_k_mass, reference.top_k_mass.mean(0).numpy(), atol=1e-5)
+        # Every query row's weights sum to 1 over the groups its pattern reads.
+        np.testing.assert_allclose(stats.group_mass.sum(-1), 1.0, atol=1e-5)
+
+
+def test_group_mass_equals_mean_of_exact_rows() -> None:
+    layer = model_layers(anchors=5, queries=4)[1]
+    stats = layer_statistics(layer.run, top_k=3)
+    layout = layer.run.layout
+    for qi, group in enumerate(layout.query_groups):
+        assert group.query_offset is not None
+        rows = torch.stack([layer.run.exact_row(group.query_offset + i)[0] for i in range(group.size)])
+        for kj, key in enumerate(layout.groups):
+            expected = rows[..., key.key_offset : key.key_offset + key.size].sum(-1).mean(0)
+            np.testing.assert_allclose(stats.group_mass[:, qi, kj], expected.numpy(), atol=1e-6)
+
+
+def test_mass_table_marks_pairs_a_layer_does_not_attend() -> None:
+    overview = model_overview(model_layers())
+    table = overview.mass_table("mean")
+    assert table.layers == ["blocks.0.attention", "blocks.1.attention", "decoder.surface.attention"]
+    column = table.columns.index("surface_queries → volume_anchors")
+    assert np.isnan(table.values[0, column]) and table.values[1, column] == pytest.approx(1.0, abs=1e-5)
+    assert np.isnan(table.values[2, column])
+    self_column = table.columns.index("volume_anchors → volume_anchors")
+    assert table.values[0, self_column] == pytest.approx(1.0, abs=1e-5)
+    # A head picks that head's numbers; a head a layer lacks leaves its row empty.
+    head0 = overview.mass_table(0)
+    np.testing.assert_allclose(
+        head0.values[0, table.columns.index("surface_anchors → surface_anchors")],
+        overview.layers[0].group_mass[0, 0, 0],
+    )
+    assert np.isnan(overview.mass_table(5).values).all()
+
+
+def test_row_stat_tables_and_call_rows() -> None:
+    overview = model_overview(model_layers(), top_k=2)
+    entropy = overview.row_stat_table("entropy")
+    assert entropy.columns == ["surface_anchors", "volume_anchors", "surface_queries"]
+    assert np.isnan(entropy.values[2, 0]) and np.isfinite(entropy.values[2, 2])
+    top = overview.row_stat_table("top_k_mass", head=1)
+    assert ((top.values[np.isfinite(top.values)] > 0) & (top.values[np.isfinite(top.values)] <= 1 + 1e-6)).all()
+    rows = call_table(overview)
+    assert rows[2]["groups"] == "surface_anchors (cache 12), surface_queries (7)"
+    assert rows[2]["patterns"] == "surface_queries -> surface_anchors"
+    assert rows[0]["attended pairs"] == (12 + 7) * 12 + 15 * 15
+    assert rows[0]["verified max diff"] == "not verified"
+    assert len(overview.notes) == 3
+
+
+def test_overview_scores_never_exceed_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every score block of the pass fits in the chunk budget; no layer's (queries x keys) matrix is built."""
+    n, chunk = 3000, 2**18
+    layers = [
+        LayerSource(
+            f"blocks.{i}",
+            "self",
+            ExplorerRun(layer_doc({"surface_anchors": n}, [(["surface_anchors"], ["surface_anchors"])], seed=i)),
+        )
+        for i in range(2)
+    ]
+    blocks: list[int] = []
+    original = mo.masked_scores
+
+    def recording(queries: torch.Tensor, keys: torch.Tensor, real: torch.Tensor | None, **kw: Any) -> torch.Tensor:
+        scores = original(queries, keys, real, **kw)
+        blocks.append(scores.numel())
+        return scores
+
+    monkeypatch.setattr(mo, "masked_scores", recording)
+    overview = model_overview(layers, chunk_bytes=chunk)
+    assert max(blocks) * 4 <= chunk
+    assert max(blocks) < 2 * n * n / 10
+    # Every query row was folded in exactly once per layer.
+    assert sum(blocks) == 2 * 2 * n * n
+    assert len(overview.calls) == 2
+
+
+@settings(max_examples=30)
+@given(keys=st.integers(1, 300), k=st.integers(1, 12), rows=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_folded_top_k_and_entropy_match_softmax(keys: int, k: int, rows: int, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randn(1, 2, rows, keys, generator=generator) * 4
+    weights = torch.softmax(scores, -1)
+    mass, entropy, top = chunk_stats.fold_rows(scores.clone(), [(0, keys)], k)
+    expected = weights.topk(min(k, keys), -1).values.sum(-1).sum(-1)
+    torch.testing.assert_close(top, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        entropy, -(weights * weights.clamp_min(1e-30).log()).sum(-1).sum(-1), atol=1e-4, rtol=1e-5
+    )
+    torch.testing.assert_close(mass[..., 0], torch.full_like(top, float(rows)))
+
+
+def test_fold_rows_matches_softmax_statistics() -> None:
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.randn(2, 3, 5, 200, generator=generator) * 3
+    scores[..., 190:] = chunk_stats.MASKED_SCORE  # padded keys
+    weights = torch.softmax(scores, -1)
+    expected_entropy = -(weights * weights.clamp_min(1e-30).log()).sum(-1).sum(-1)
+    mass, entropy, top = chunk_stats.fold_rows(scores.clone(), [(0, 50), (50, 200)], 8)
+    torch.testing.assert_close(entropy, expected_entropy, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(top, weights.topk(8, -1).values.sum(-1).sum(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mass[..., 0], weights[..., :50].sum(-1).sum(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mass.sum(-1), torch.full_like(top, 5.0), atol=1e-5, rtol=1e-5)

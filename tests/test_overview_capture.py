@@ -1,0 +1,126 @@
+"""Overview and rollout on captures: layer sources with plain-words kinds, the rollout command, the demo model's
+rollout through its perceiver and geometry block, and the Model overview / Rollout views in the app."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from noether.explorer.capture_file import load_capture
+from noether.explorer.capture_overview import capture_positions, capture_sources
+from noether.explorer.capture_views import demo_capture_path
+from noether.explorer.cli import main as cli_main
+from noether.explorer.model_overview import model_overview
+from noether.explorer.rollout import attention_rollout, pass_numbers
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TINY = Path(__file__).parent / "corpus" / "good" / "tiny.capture.safetensors"
+
+
+def test_tiny_capture_becomes_verified_sources_with_kinds() -> None:
+    sources, notes = capture_sources(load_capture(TINY))
+    assert notes == []
+    assert [(s.path, s.kind) for s in sources] == [("encoder#0", "dot product"), ("block#0", "self anchor")]
+    assert all(s.max_abs_diff is not None and s.max_abs_diff <= 1e-5 for s in sources)
+    overview = model_overview(sources)
+    assert [c.max_abs_diff for c in overview.calls] == [s.max_abs_diff for s in sources]
+    table = overview.mass_table()
+    assert table.columns == [
+        "tokens → tokens",
+        "surface_anchors → surface_anchors",
+        "surface_queries → surface_anchors",
+    ]
+    np.testing.assert_allclose(table.values[0, 0], 1.0, atol=1e-5)
+
+
+def test_rollout_command_writes_png_and_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png, page = tmp_path / "r.png", tmp_path / "r.html"
+    assert cli_main(["rollout", str(TINY), "--token", "surface_queries:1", "--out", str(png), "-q"]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = capsys.readouterr().out
+    assert "rollout of surface_queries:1 from block#0" in out and "total weight 1.000000" in out
+    assert cli_main(["rollout", str(TINY), "--token", "surface_anchors:0", "--out", str(page), "-q"]) == 0
+    assert "plotly" in page.read_text()
+
+
+@pytest.mark.parametrize(
+    ("token", "expected"),
+    [
+        ("surface_queries", "is not GROUP:INDEX"),
+        ("wing:0", "no call outputs a group named 'wing'"),
+        ("surface_queries:7", "index 7 is outside 'surface_queries'"),
+    ],
+)
+def test_rollout_command_refuses_a_bad_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], token: str, expected: str
+) -> None:
+    out = tmp_path / "r.png"
+    assert cli_main(["rollout", str(TINY), "--token", token, "--out", str(out), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_rollout_command_refuses_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x80\x04not a capture")
+    assert cli_main(["rollout", str(bad), "--token", "a:0", "--out", str(tmp_path / "r.png"), "-q"]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.skipif(demo_capture_path() is None, reason="no demo capture in this checkout")
+def test_demo_rollout_reaches_the_geometry_through_the_perceiver() -> None:
+    capture = load_capture(demo_capture_path())  # type: ignore[arg-type]
+    sources, _ = capture_sources(capture, verify=False)
+    # The anchor pass, then the inference pass that reads every block's cache.
+    passes = pass_numbers(sources)
+    assert passes[0] == 0 and passes[-1] == 1 and passes == sorted(passes)
+    positions = capture_positions(capture)
+    result = attention_rollout(sources, "surface_queries", 10, positions=positions)
+    assert result.total == pytest.approx(1.0, abs=1e-6)
+    where = {(p.group, p.where) for p in result.parts}
+    first_inference = sources[passes.index(1)].path
+    assert ("surface_queries", f"input of {first_inference}") in where
+    assert ("tokens", f"input of {sources[0].path}") in where  # the geometry block, via the perceiver's keys
+    groups = result.by_group()
+    assert set(groups) == {"surface_queries", "surface_anchors", "volume_anchors", "tokens"}
+    assert all(name in positions and positions[name].shape[-2] == len(w) for name, w in groups.items())
+
+
+@pytest.fixture
+def fresh_caches():
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def test_model_overview_and_rollout_views(fresh_caches: None) -> None:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.radio(key="mode").set_value("Model").run()
+    at.get("file_uploader")[0].upload(TINY.name, TINY.read_bytes()).run()
+    assert [t.label for t in at.tabs][-2:] == ["Model overview", "Rollout"]
+    at.session_state["view"] = "Model overview"
+    at.run()
+    assert not at.exception and not at.error
+    assert len(at.dataframe[0].value) == 2
+    heads = at.selectbox(key="ov_head")
+    assert heads.value == "mean" and len(heads.options) >= 2
+    at.selectbox(key="ov_head").set_value(0).run()
+    assert not at.exception and not at.error
+    at.session_state["view"] = "Rollout"
+    at.run()
+    assert not at.exception and not at.error
+    assert "Attention rollout (Abnar & Zuidema, 2020)" in " ".join(c.value for c in at.caption)
+    at.selectbox(key="ro_group").set_value("surface_queries").run()
+    at.number_input(key="ro_index").set_value(1).run()
+    assert not at.exception and not at.error
+    parts = at.dataframe[0].value
+    assert abs(float(parts["weight"].sum()) - 1.0) < 1e-5
+    # Back in single-layer mode the model-only tabs are gone and the page still works.
+    at.radio(key="mode").set_value("Single layer").run()
+    assert not at.exception and "Model overview" not in [t.label for t in at.tabs]
