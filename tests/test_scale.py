@@ -258,6 +258,7 @@ def test_render_option_problems_are_named(
     assert result == code and expected in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_backend_timing_runs_as_a_job_and_flex_only_when_asked(small: ExplorerRun) -> None:
     from noether.explorer.ui.view_cost import WITHOUT_FLEX, measure
 
