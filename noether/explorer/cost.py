@@ -39,7 +39,7 @@ class CostSummary:
 
 def cost_summary(layout: TokenLayout, hidden_dim: int, batch: int, element_bytes: int) -> CostSummary:
     mask = group_mask(layout)
-    n_q, n_k = layout.n_queries, layout.n_keys
+    n_q, n_k = layout.n_queries, layout.n_key_tokens
     pattern_tokens = sum(
         sum(layout.by_name[name].size for name in p.query_tokens)
         + 2 * sum(layout.by_name[name].size for name in p.key_value_tokens)

@@ -14,6 +14,7 @@ from noether.explorer.cost import BackendTiming, CostSummary
 from noether.explorer.guard import format_bytes, format_seconds
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.masks import GroupMask, group_mask, pooled_mask
+from noether.explorer.problems import count as count_of
 from noether.explorer.run import ExplorerRun
 from noether.explorer.scenario import Scenario
 from noether.explorer.weights import WeightResult, pool_dim
@@ -216,8 +217,10 @@ def scenario_summary(layout: TokenLayout, mask: GroupMask) -> str:
     cached = sum(1 for g in layout.groups if g.cached)
     cache_text = f" ({cached} cached)" if cached else ""
     return (
-        f"{len(layout.groups)} groups{cache_text}, {layout.n_queries:,} query x {layout.n_keys:,} key tokens, "
-        f"{len(layout.patterns)} patterns, {mask.total_pairs:,} attended pairs, sparsity {1 - mask.density:.1%}"
+        f"{count_of(len(layout.groups), 'group')}{cache_text}, {layout.n_queries:,} query x "
+        f"{layout.n_key_tokens:,} key tokens, {count_of(len(layout.patterns), 'pattern')}, "
+        f"{mask.total_pairs:,} attended pairs, "
+        f"sparsity {1 - mask.density:.1%}"
     )
 
 

@@ -1,0 +1,65 @@
+"""What a newcomer reads first must be true: token counts, sparsity and limits as the app and the CLI state them."""
+
+from typing import Any
+
+import pytest
+
+from noether.explorer import cli, views
+from noether.explorer.capture_file import load_capture
+from noether.explorer.capture_layers import capture_layers
+from noether.explorer.capture_views import DEMO_CAPTURE_NAME, tokens_text
+from noether.explorer.cost import cost_summary
+from noether.explorer.layout import TokenLayout, group_mask
+from noether.explorer.resources import asset_path
+from noether.explorer.scenario import validate_scenario
+
+
+def _perceiver(kv_size: int | None) -> dict[str, Any]:
+    return {
+        "attention": {"kind": "perceiver", "hidden_dim": 24, "num_heads": 2},
+        "token_specs": [{"queries": 40}, {"keys_values": kv_size}],
+        "run": {"kv_cache_sizes": {"keys_values": 8}} if kv_size is None else {},
+    }
+
+
+@pytest.mark.parametrize("kv_size", [8, None])
+def test_a_perceivers_queries_have_no_keys_so_its_attention_is_dense(kv_size: int | None) -> None:
+    report = validate_scenario(_perceiver(kv_size))
+    assert report.scenario is not None, report.problems
+    layout = TokenLayout.from_scenario(report.scenario)
+    mask = group_mask(layout)
+    assert layout.n_key_tokens == 8
+    assert mask.total_pairs == 40 * 8
+    assert mask.density == pytest.approx(1.0)
+    summary = views.scenario_summary(layout, mask)
+    assert "40 query x 8 key tokens" in summary
+    assert "1 pattern," in summary
+    assert "sparsity 0.0%" in summary
+    assert "x 8 keys" in cli.scenario_summary(report.scenario)
+    assert "(sparsity 0.00%)" in cli.scenario_summary(report.scenario)
+    assert cost_summary(layout, 24, 1, 4).dense_mask_bytes == 40 * 8
+
+
+def test_a_mixed_layer_still_counts_every_token_as_a_key() -> None:
+    report = validate_scenario(
+        {
+            "attention": {"kind": "mixed", "hidden_dim": 24, "num_heads": 2},
+            "token_specs": [{"queries": 40}, {"latents": 8}],
+            "attention_patterns": [
+                {"query_tokens": ["queries"], "key_value_tokens": ["latents"]},
+                {"query_tokens": ["latents"], "key_value_tokens": ["latents"]},
+            ],
+        }
+    )
+    assert report.scenario is not None, report.problems
+    layout = TokenLayout.from_scenario(report.scenario)
+    assert layout.n_key_tokens == layout.n_keys == 48
+    assert "2 patterns" in views.scenario_summary(layout, group_mask(layout))
+
+
+def test_the_layer_picker_gives_a_perceivers_true_query_and_key_counts() -> None:
+    capture = load_capture(asset_path(DEMO_CAPTURE_NAME))
+    texts = {layer.id: tokens_text(layer) for layer in capture_layers(capture)}
+    assert texts["physics_blocks.0.attn#0"] == "2,688 x 256"
+    assert texts["physics_blocks.0.attn#1"] == "896 x 256"
+    assert texts["physics_blocks.1.attention_block.mixed_attention#1"] == "896 x 2,688"
