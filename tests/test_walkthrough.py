@@ -1,5 +1,6 @@
 """What a newcomer reads first must be true: token counts, sparsity and limits as the app and the CLI state them."""
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -63,3 +64,17 @@ def test_the_layer_picker_gives_a_perceivers_true_query_and_key_counts() -> None
     assert texts["physics_blocks.0.attn#0"] == "2,688 x 256"
     assert texts["physics_blocks.0.attn#1"] == "896 x 256"
     assert texts["physics_blocks.1.attention_block.mixed_attention#1"] == "896 x 2,688"
+
+
+def test_the_capture_uploader_offers_the_size_the_reader_accepts() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from noether.explorer.capture_views import MAX_UPLOAD_CAPTURE_BYTES
+
+    app = str(Path(__file__).resolve().parents[1] / "app.py")
+
+    at = AppTest.from_file(app, default_timeout=120).run()
+    at.radio(key="mode").set_value("Model").run()
+    assert not at.exception
+    uploader = at.get("file_uploader")[0]
+    assert uploader.proto.max_upload_size_mb == MAX_UPLOAD_CAPTURE_BYTES // 2**20
