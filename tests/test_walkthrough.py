@@ -78,3 +78,21 @@ def test_the_capture_uploader_offers_the_size_the_reader_accepts() -> None:
     assert not at.exception
     uploader = at.get("file_uploader")[0]
     assert uploader.proto.max_upload_size_mb == MAX_UPLOAD_CAPTURE_BYTES // 2**20
+
+
+def test_a_bad_attention_section_does_not_hide_the_rules_problems() -> None:
+    report = validate_scenario(
+        {
+            "attention": {"kind": "mixed", "hidden_dim": 64, "num_heads": 3},
+            "token_specs": [{"a": 10}, {"d": 5}],
+            "attention_patterns": [
+                {"query_tokens": ["a", "b"], "key_value_tokens": ["c"]},
+                {"query_tokens": ["d"], "key_value_tokens": ["d"]},
+            ],
+        }
+    )
+    assert report.scenario is None
+    where = [problem.where for problem in report.problems]
+    assert "attention" in where
+    assert "attention_patterns[0].query_tokens" in where
+    assert "attention_patterns[0].key_value_tokens" in where
