@@ -96,3 +96,28 @@ def test_a_bad_attention_section_does_not_hide_the_rules_problems() -> None:
     assert "attention" in where
     assert "attention_patterns[0].query_tokens" in where
     assert "attention_patterns[0].key_value_tokens" in where
+
+
+def test_a_recorded_kv_cache_is_not_timed_as_an_anchor_pass() -> None:
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=300).run()
+    app.radio(key="mode").set_value("Model").run()
+    next(b for b in app.button if b.label == "Open the demo capture").click().run()
+    app.selectbox(key="layer").set_value("domain_decoder_blocks.surface.0.attention_block.mixed_attention#1")
+    app.session_state["view"] = "KV cache"
+    app.run()
+    for button in app.button:
+        if button.label == "Run both passes":
+            button.click().run()
+    assert not app.exception, [e.message for e in app.exception]
+    times = [metric.value for metric in app.metric]
+    assert len(times) == 3, times
+    assert times[0] == "recorded"
+    assert all(value.endswith(" ms") for value in times[1:]), times
+    assert any("The KV cache is the one recorded" in caption.value for caption in app.caption)
+    st.cache_data.clear()
+    st.cache_resource.clear()
