@@ -87,7 +87,7 @@ def test_a_capture_opens_with_a_verified_layer_list():
     ]
     assert "recorded inputs and weights of a captured layer." in texts(at)
     clean(picker.set_value("block#0").run())
-    assert "2 groups, 6 query x 6 key tokens, 1 patterns, 24 attended pairs" in texts(at)
+    assert "2 groups, 6 query x 6 key tokens, 1 pattern, 24 attended pairs" in texts(at)
 
 
 @pytest.mark.parametrize("tab", [t for t in TABS if t != "Edit as text"])

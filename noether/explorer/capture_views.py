@@ -11,7 +11,8 @@ from noether.explorer.problems import ExplorerError
 from noether.explorer.resources import asset_path
 
 DEMO_CAPTURE_NAME = "demo_capture.safetensors"
-MAX_UPLOAD_CAPTURE_BYTES = 512 * 2**20
+# 500, not 512: the upload widget writes sizes in decimal units, where 512 MiB would read "1GB per file".
+MAX_UPLOAD_CAPTURE_BYTES = 500 * 2**20
 """Largest capture the app accepts as an upload (it is held in memory); larger ones go through the CLI."""
 
 
