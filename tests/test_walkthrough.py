@@ -121,3 +121,18 @@ def test_a_recorded_kv_cache_is_not_timed_as_an_anchor_pass() -> None:
     assert any("The KV cache is the one recorded" in caption.value for caption in app.caption)
     st.cache_data.clear()
     st.cache_resource.clear()
+
+
+def test_rollout_says_where_each_group_entered_the_model() -> None:
+    from noether.explorer.capture_overview import capture_positions, capture_sources
+    from noether.explorer.rollout import attention_rollout
+
+    capture = load_capture(asset_path(DEMO_CAPTURE_NAME))
+    sources, _ = capture_sources(capture, verify=False)
+    result = attention_rollout(sources, "surface_queries", 10, positions=capture_positions(capture))
+    where = {part.group: part.where for part in result.parts}
+    # The anchors are the perceiver's queries: they never enter the geometry block, the model's first call.
+    assert where["surface_anchors"] == "input of physics_blocks.0.attn#0"
+    assert where["volume_anchors"] == "input of physics_blocks.0.attn#0"
+    assert where["tokens"] == "input of geometry_blocks.0.attention_block#0"
+    assert where["surface_queries"] == "input of physics_blocks.0.attn#1"
