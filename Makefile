@@ -1,6 +1,6 @@
 # Two entry points: `make run` (set up, then start the app on the built-in example) and
-# `make test` (set up, then lint and run the whole suite). Both are idempotent: the venv is only
-# rebuilt when pyproject.toml or the constraints change.
+# `make test` (set up, then lint and run the whole suite; `make test-fast` leaves out the slow tests).
+# Both are idempotent: the venv is only rebuilt when pyproject.toml or the constraints change.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CONSTRAINTS := requirements/constraints.txt
 PORT ?= 8501
 
-.PHONY: run test setup lint bench clean
+.PHONY: run test test-fast setup lint bench clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,12 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The edit-and-check loop: everything but the tests marked slow (wheel build and install, long runs).
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -1,10 +1,13 @@
 """Shared fixtures: the devices to run module tests on, and the hypothesis profile."""
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
 from hypothesis import settings
+from torch.overrides import TorchFunctionMode
 
 
 def available_devices() -> list[str]:
@@ -53,3 +56,32 @@ def fixed_speed(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 
     speed = calibration.Speed(**FIXED_SPEED_VALUES)
     monkeypatch.setattr(calibration, "measured_speed", lambda device: speed)
+
+
+class TensorCounter(TorchFunctionMode):
+    """While active (``with counter:``), counts torch calls and the bytes of the tensors they return.
+
+    Tests bound these instead of time: a refusal that allocated a billion-token tensor shows up here whatever the
+    load of the machine.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.tensor_bytes = 0
+
+    def __torch_function__(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        result = func(*args, **(kwargs or {}))
+        self.calls += 1
+        for value in result if isinstance(result, (tuple, list)) else (result,):
+            if isinstance(value, torch.Tensor):
+                self.tensor_bytes += value.numel() * value.element_size()
+        return result
+
+
+@pytest.fixture
+def tensor_counter() -> TensorCounter:
+    """A fresh TensorCounter; use it as a context manager around the work to count."""
+    return TensorCounter()

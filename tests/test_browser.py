@@ -32,7 +32,7 @@ IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')
     && !Array.from(document.querySelectorAll('header button')).some(b => b.innerText.trim() === 'Stop')
     && document.querySelectorAll('.js-plotly-plot .main-svg').length > 0"""
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def _unavailable(reason: str) -> None:

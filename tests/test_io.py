@@ -6,8 +6,8 @@ import math
 import os
 import subprocess
 import sys
-import time
 import tracemalloc
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -164,31 +164,101 @@ def test_schema_is_a_valid_schema_and_rejects_unknown_keys():
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Resource limits: refused quickly and with bounded memory
+# Resource limits: refused with bounded work and memory
 # --------------------------------------------------------------------------------------------------------------------
+# Work is counted, not timed: bytes read, YAML nodes composed, node visits of the alias check and values constructed
+# cannot change with the load of the machine, while an expansion of an alias bomb would show up in them at once.
 
 
-def refused_quickly(action: Any, *, peak_limit: int) -> ScenarioReport:
+@dataclass
+class ParseWork:
+    bytes_read: int = 0
+    """Bytes the loader read from files."""
+    nodes_composed: int = 0
+    """YAML nodes built from the text (aliases count once: a reuse is not a new node)."""
+    node_visits: int = 0
+    """Visits of nodes by the checks on the composed node graph (alias bombs, depth, duplicate keys)."""
+    values_constructed: int = 0
+    """Python values built from YAML nodes."""
+    peak_bytes: int = 0
+    """Peak memory allocated through Python while loading."""
+
+
+class _CountingFile:
+    def __init__(self, handle: Any, work: ParseWork) -> None:
+        self.handle, self.work = handle, work
+
+    def __enter__(self) -> "_CountingFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.work.bytes_read += len(data)
+        return data
+
+
+@pytest.fixture
+def work(monkeypatch: pytest.MonkeyPatch) -> ParseWork:
+    """Counters of the loader's work, filled in by every load in the test."""
+    counted = ParseWork()
+    compose_node = scenario_io._Limits.compose_node
+    node_children = scenario_io._node_children
+    construct_object = yaml.constructor.BaseConstructor.construct_object
+
+    def counting_compose(self: Any, parent: Any, index: Any) -> Any:
+        counted.nodes_composed += 1
+        return compose_node(self, parent, index)
+
+    def counting_children(node: Any) -> Any:
+        counted.node_visits += 1
+        return node_children(node)
+
+    def counting_construct(self: Any, node: Any, deep: bool = False) -> Any:
+        counted.values_constructed += 1
+        return construct_object(self, node, deep)
+
+    def counting_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> _CountingFile:
+        return _CountingFile(open(path, mode, *args, **kwargs), counted)
+
+    monkeypatch.setattr(scenario_io._Limits, "compose_node", counting_compose)
+    monkeypatch.setattr(scenario_io, "_node_children", counting_children)
+    monkeypatch.setattr(yaml.constructor.BaseConstructor, "construct_object", counting_construct)
+    monkeypatch.setattr(scenario_io, "open", counting_open, raising=False)
+    return counted
+
+
+def refused_within(action: Any, work: ParseWork, *, peak_limit: int) -> ScenarioReport:
+    """Run ``action`` (a load that must be refused) and check its peak memory; the other counters are in ``work``."""
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         report = action()
-        elapsed = time.perf_counter() - start
-        _, peak = tracemalloc.get_traced_memory()
+        _, work.peak_bytes = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert report.scenario is None and report.problems
-    assert elapsed < 2.0, f"took {elapsed:.2f} s"
-    assert peak < peak_limit, f"peak {peak / 2**20:.1f} MiB"
+    assert work.peak_bytes < peak_limit, f"peak {work.peak_bytes / 2**20:.1f} MiB"
     return report
 
 
-def test_fifty_megabyte_file_is_refused_by_its_size_without_reading_it(tmp_path: Path):
+def test_work_counters_see_an_ordinary_load(tmp_path: Path, work: ParseWork):
+    # The counters must count, or the bounds below would hold trivially.
+    path = tmp_path / "ok.yaml"
+    path.write_text(yaml.safe_dump(minimal()), encoding="utf-8")
+    assert load_scenario_file(path).ok
+    assert work.bytes_read == path.stat().st_size
+    assert work.nodes_composed > 5 and work.node_visits >= work.nodes_composed and work.values_constructed > 5
+
+
+def test_fifty_megabyte_file_is_refused_by_its_size_without_reading_it(tmp_path: Path, work: ParseWork):
     path = tmp_path / "huge.yaml"
     with path.open("wb") as handle:
         handle.truncate(50 * 2**20)  # sparse: no 50 MB written to disk
-    report = refused_quickly(lambda: load_scenario_file(path), peak_limit=2**20)
+    report = refused_within(lambda: load_scenario_file(path), work, peak_limit=2**20)
     assert "50 MiB" in text_of(report) and "1 MiB" in text_of(report)
+    assert work.bytes_read == 0 and work.nodes_composed == 0
 
 
 def test_oversized_bytes_are_refused():
@@ -198,9 +268,10 @@ def test_oversized_bytes_are_refused():
 
 
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
-def test_endless_device_file_is_read_only_up_to_the_limit():
-    report = refused_quickly(lambda: load_scenario_file("/dev/zero"), peak_limit=8 * 2**20)
+def test_endless_device_file_is_read_only_up_to_the_limit(work: ParseWork):
+    report = refused_within(lambda: load_scenario_file("/dev/zero"), work, peak_limit=8 * 2**20)
     assert "limited to 1 MiB" in text_of(report)
+    assert work.bytes_read == MAX_SCENARIO_BYTES + 1 and work.nodes_composed == 0
 
 
 def billion_laughs(levels: int, width: int) -> bytes:
@@ -211,19 +282,37 @@ def billion_laughs(levels: int, width: int) -> bytes:
     return "\n".join(lines).encode()
 
 
-def test_alias_bomb_is_refused_quickly_with_bounded_memory():
+def written_nodes(text: bytes) -> int:
+    """Nodes and aliases the text writes out (parser events), before any alias is expanded."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    kinds = (yaml.ScalarEvent, yaml.AliasEvent, yaml.CollectionStartEvent)
+    return sum(isinstance(event, kinds) for event in yaml.parse(text, Loader=loader))
+
+
+def assert_no_expansion(work: ParseWork, text: bytes) -> None:
+    """Work linear in what the text writes out: each node composed and checked a bounded number of times, and not a
+    single value built, however large the expansion of its aliases would be."""
+    assert 0 < work.nodes_composed <= written_nodes(text), work
+    assert work.node_visits <= 2 * work.nodes_composed, work
+    assert work.values_constructed == 0, work
+
+
+def test_alias_bomb_is_refused_with_bounded_work_and_memory(work: ParseWork):
     bomb = billion_laughs(levels=30, width=10)  # 10**30 values once expanded
-    report = refused_quickly(lambda: load_scenario_bytes(bomb, name="bomb.yaml"), peak_limit=50 * 2**20)
+    report = refused_within(lambda: load_scenario_bytes(bomb, name="bomb.yaml"), work, peak_limit=50 * 2**20)
     assert "more than 100,000 values" in text_of(report)
+    assert_no_expansion(work, bomb)
 
 
-def test_alias_bomb_of_maximal_size_is_refused_quickly_with_bounded_memory():
+@pytest.mark.slow  # composes 40,000 nodes under tracemalloc; the small bomb above covers the fast loop
+def test_alias_bomb_of_maximal_size_is_refused_with_bounded_work_and_memory(work: ParseWork):
     # As many aliases as fit under the size limit, each referring to the previous level twice.
     lines = ["a0: &a0 [x, x]"] + [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 10_000)]
     bomb = "\n".join(lines).encode()
     assert len(bomb) < MAX_SCENARIO_BYTES
-    report = refused_quickly(lambda: load_scenario_bytes(bomb, name="bomb.yaml"), peak_limit=50 * 2**20)
+    report = refused_within(lambda: load_scenario_bytes(bomb, name="bomb.yaml"), work, peak_limit=50 * 2**20)
     assert "more than 100,000 values" in text_of(report) or "nested more than" in text_of(report)
+    assert_no_expansion(work, bomb)
 
 
 def test_long_alias_chain_is_refused_by_its_expanded_depth():
@@ -242,13 +331,16 @@ def test_small_aliases_are_fine():
 
 
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
-def test_maximally_deep_document_is_refused_quickly(fmt: str):
+def test_maximally_deep_document_is_refused_with_bounded_work_and_memory(fmt: str, work: ParseWork):
     depth = MAX_SCENARIO_BYTES // 2 - 8
-    report = refused_quickly(
+    report = refused_within(
         lambda: load_scenario_bytes(("[" * depth + "]" * depth).encode(), fmt=fmt),  # type: ignore[arg-type]
+        work,
         peak_limit=50 * 2**20,
     )
     assert "nested more than" in text_of(report)
+    # YAML stops composing at the depth limit; JSON never reaches the YAML composer.
+    assert work.nodes_composed <= MAX_DOCUMENT_DEPTH + 1 and work.values_constructed == 0
 
 
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
@@ -730,13 +822,17 @@ def test_pure_python_yaml_parser_gives_the_same_verdicts(path: Path, monkeypatch
 
 
 @pytest.mark.usefixtures("pure_python_yaml")
-def test_pure_python_yaml_parser_refuses_bombs_and_depth_quickly():
-    refused_quickly(lambda: load_scenario_bytes(billion_laughs(30, 10), fmt="yaml"), peak_limit=50 * 2**20)
+def test_pure_python_yaml_parser_refuses_bombs_and_depth_with_bounded_work(work: ParseWork):
+    bomb = billion_laughs(30, 10)
+    refused_within(lambda: load_scenario_bytes(bomb, fmt="yaml"), work, peak_limit=50 * 2**20)
+    assert_no_expansion(work, bomb)
+    composed_before = work.nodes_composed
     depth = MAX_SCENARIO_BYTES // 2 - 8
-    report = refused_quickly(
-        lambda: load_scenario_bytes(("[" * depth + "]" * depth).encode(), fmt="yaml"), peak_limit=50 * 2**20
+    report = refused_within(
+        lambda: load_scenario_bytes(("[" * depth + "]" * depth).encode(), fmt="yaml"), work, peak_limit=50 * 2**20
     )
     assert "nested more than" in text_of(report)
+    assert work.nodes_composed - composed_before <= MAX_DOCUMENT_DEPTH + 1 and work.values_constructed == 0
 
 
 @pytest.mark.usefixtures("pure_python_yaml")

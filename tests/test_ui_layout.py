@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from noether.explorer.ui.registry import TABS, VIEWS
@@ -40,6 +41,7 @@ def test_ui_modules_stay_small():
     assert {name: n for name, n in lengths.items() if n > MAX_UI_LINES} == {}
 
 
+@pytest.mark.slow  # a fresh interpreter imports the whole engine
 def test_engine_does_not_import_streamlit():
     modules = (ROOT / "noether" / "explorer").glob("*.py")
     engine = sorted(f"noether.explorer.{path.stem}" for path in modules if path.stem != "__main__")

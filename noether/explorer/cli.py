@@ -1,4 +1,5 @@
-"""The noether-explorer command line: validate, export, schema, render and bench scenario files (and captures).
+"""The noether-explorer command line: validate, export, schema, render and bench scenario files (and captures), list
+the built-in examples and start the app.
 
 Exit codes: 0 ok, 1 invalid input or refused, 2 usage error. Problems go to stderr as ``FILE: where: message hint``;
 bad input never produces a traceback.
@@ -13,7 +14,6 @@ import sys
 import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,12 @@ Progress = Callable[[str], None]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (argparse exits with 2 on usage errors)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "app":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    # Options the app command does not know are Streamlit's (e.g. --server.address).
+    args.streamlit_options = extra
     _make_streams_safe()
     try:
         return int(args.handler(args))
@@ -78,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     from noether.explorer import cli_rollout
 
     cli_rollout.add_rollout(commands)
+    _add_examples(commands)
+    _add_app(commands)
     return parser
 
 
@@ -186,6 +193,29 @@ def _add_bench(commands: Any) -> None:
     sub.set_defaults(handler=_bench_command, parser=sub)
 
 
+def _add_examples(commands: Any) -> None:
+    sub = commands.add_parser(
+        "examples",
+        help="list the built-in example scenarios and their installed files",
+        description="List the built-in example scenarios: name, installed file, title. Any command that takes a "
+        "scenario file takes these paths.",
+    )
+    sub.add_argument("--paths", action="store_true", help="print only the file paths, one per line")
+    sub.set_defaults(handler=_examples_command)
+
+
+def _add_app(commands: Any) -> None:
+    sub = commands.add_parser(
+        "app",
+        help="start the interactive explorer (Streamlit) in the browser",
+        description="Start the explorer app on http://localhost:PORT. Any other option is passed to 'streamlit run' "
+        "(e.g. --server.address 0.0.0.0); it wins over the app's defaults.",
+        usage="%(prog)s [-h] [--port N] [STREAMLIT_OPTION ...]",
+    )
+    sub.add_argument("--port", type=_port, metavar="N", help="port to serve on (default: Streamlit's, 8501)")
+    sub.set_defaults(handler=_app_command)
+
+
 def _layer_option(sub: argparse.ArgumentParser) -> None:
     from noether.explorer import cli_capture
 
@@ -193,10 +223,9 @@ def _layer_option(sub: argparse.ArgumentParser) -> None:
 
 
 def _version() -> str:
-    try:
-        return metadata.version("noether-attention-explorer")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    from noether import __version__
+
+    return __version__
 
 
 # Argument types ------------------------------------------------------------------------------------------------------
@@ -221,6 +250,13 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
+
+
+def _port(text: str) -> int:
+    number = _whole_number(text)
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{number} is not a port number (1 to 65535)")
+    return number
 
 
 def _positive_float(text: str) -> float:
@@ -335,6 +371,32 @@ def _bench_command(args: argparse.Namespace) -> int:
     if cli_capture.wants_capture(args):
         return cli_capture.layer_command(args, bench_run)
     return _run_engine(args, "bench", bench_scenario)
+
+
+def _examples_command(args: argparse.Namespace) -> int:
+    from noether.explorer.presets import PRESETS, preset_path
+
+    missing = [preset_path(preset.key) for preset in PRESETS if not preset_path(preset.key).is_file()]
+    for path in missing:
+        _err(f"{_printable(str(path))}: missing from the installed package. Reinstall noether-attention-explorer.")
+    if missing:
+        return EXIT_INVALID
+    rows = [(preset.key, str(preset_path(preset.key)), preset.title) for preset in PRESETS]
+    key_width, path_width = (max(len(row[column]) for row in rows) for column in (0, 1))
+    for key, path, title in rows:
+        _out(_printable(path) if args.paths else f"{key:<{key_width}}  {_printable(path):<{path_width}}  {title}")
+    return EXIT_OK
+
+
+def _app_command(args: argparse.Namespace) -> int:
+    from noether.explorer.launch import run_app
+    from noether.explorer.problems import ExplorerError
+
+    try:
+        return run_app(args.port, args.streamlit_options)
+    except ExplorerError as exc:
+        _print_problems(PROG, exc.problems)
+        return EXIT_INVALID
 
 
 def _run_engine(
