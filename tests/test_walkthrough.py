@@ -38,7 +38,11 @@ def test_a_perceivers_queries_have_no_keys_so_its_attention_is_dense(kv_size: in
     assert "sparsity 0.0%" in summary
     assert "x 8 keys" in cli.scenario_summary(report.scenario)
     assert "(sparsity 0.00%)" in cli.scenario_summary(report.scenario)
-    assert cost_summary(layout, 24, 1, 4).dense_mask_bytes == 40 * 8
+    cost = cost_summary(layout, 24, 1, 4)
+    assert (cost.n_queries, cost.key_tokens, cost.sparsity) == (40, 8, pytest.approx(0.0))
+    assert ("query tokens x key tokens", "40 x 8") in [
+        (row["quantity"], row["value"]) for row in views.cost_table(cost)
+    ]
 
 
 def test_a_mixed_layer_still_counts_every_token_as_a_key() -> None:

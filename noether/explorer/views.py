@@ -178,7 +178,7 @@ def top_keys(
 
 def cost_table(cost: CostSummary) -> list[dict[str, str]]:
     return [
-        {"quantity": "query tokens x key tokens", "value": f"{cost.n_queries:,} x {cost.n_keys:,}"},
+        {"quantity": "query tokens x key tokens", "value": f"{cost.n_queries:,} x {cost.key_tokens:,}"},
         {"quantity": "attended pairs (per head and sample)", "value": f"{cost.attended_pairs:,}"},
         {"quantity": "sparsity", "value": f"{cost.sparsity:.2%}"},
         {"quantity": "attention FLOPs", "value": f"{cost.attention_flops:.3g}"},
