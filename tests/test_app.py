@@ -165,6 +165,7 @@ def test_text_edit_updates_validation_and_figures():
     assert at.data_editor[0].value["tokens"].tolist() == ["256", "1024"]  # text cells: what is typed is kept
 
 
+@pytest.mark.slow
 def test_widget_edits_update_the_document_and_the_figures():
     at = start()
     clean(by_label(at.number_input, "num_heads").set_value(4).run())
@@ -245,6 +246,7 @@ def test_empty_scenario_asks_for_groups_and_keeps_showing_the_last_valid_one():
 # ------------------------------------------------------------------------------------------------ views
 
 
+@pytest.mark.slow
 def test_weights_view_reacts_to_view_settings_without_changing_the_scenario():
     at = start(tab="Weights")
     heatmap, row = charts(at)
@@ -435,6 +437,7 @@ def test_uploaded_point_cloud_places_the_tokens():
     assert "reused" in warning
 
 
+@pytest.mark.slow
 def test_big_computations_show_a_preview_while_the_exact_pass_runs_and_stop_keeps_it():
     at = start(preset="abupt_sized", tab="Weights")
     jobs = at.session_state["exact_jobs"]
@@ -486,6 +489,7 @@ MALFORMED = [
 ]
 
 
+@pytest.mark.slow
 def test_malformed_documents_never_crash_and_keep_the_last_valid_views():
     at = start(preset="perceiver")
     for text in MALFORMED:
@@ -498,6 +502,7 @@ def test_malformed_documents_never_crash_and_keep_the_last_valid_views():
         show(at, "Edit as text")
 
 
+@pytest.mark.slow
 def test_the_exact_pass_replaces_the_preview_when_complete(monkeypatch: pytest.MonkeyPatch):
     import noether.explorer.ui.context as context
 
@@ -512,6 +517,7 @@ def test_the_exact_pass_replaces_the_preview_when_complete(monkeypatch: pytest.M
     assert not [b for b in at.button if b.label == "Stop"]
 
 
+@pytest.mark.slow
 def test_zoom_window_shows_exact_token_pairs_and_names_bad_ranges():
     at = start(tab="Weights")
     at.number_input(key="z_q0").set_value(100)

@@ -115,6 +115,7 @@ def test_spatial_view_uses_recorded_positions(cached_capture: Path):
     assert "Inputs are random" not in texts(at)
 
 
+@pytest.mark.slow
 def test_a_bad_capture_is_refused_with_its_entry_and_the_page_survives():
     bad = CORPUS / "bad" / "capture_nan_input.capture.safetensors"
     at = model_mode(bad)

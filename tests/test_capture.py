@@ -294,6 +294,7 @@ GROUP = st.tuples(
 
 
 @given(st.lists(st.tuples(GROUP, st.sampled_from(["pydantic", "explicit", "single", "numpy size"])), max_size=6))
+@pytest.mark.slow
 def test_token_specs_in_every_form_are_recorded_as_name_and_size(groups):
     forms = {
         "pydantic": lambda name, size: TokenSpec(name=name, size=size),
@@ -328,6 +329,7 @@ def test_layers_globs_keep_only_matching_modules(tmp_path):
 
 
 @given(st.sets(st.integers(0, 3)))
+@pytest.mark.slow
 def test_layers_keep_exactly_the_matching_paths(chosen):
     model = nn.ModuleList([mixed() for _ in range(4)])
     patterns = [str(i) for i in sorted(chosen)] or ["*"]
@@ -513,6 +515,7 @@ def test_bad_settings_are_named(kwargs, message):
         capture_attention(mixed(), **kwargs)
 
 
+@pytest.mark.slow
 def test_standalone_copy_records_where_another_noether_package_shadows_ours(tmp_path):
     """The README's way for upstream users: load capture.py under a name of its own, with `noether` not ours."""
     fake = tmp_path / "site" / "noether"

@@ -192,6 +192,7 @@ def _paths(value: object, prefix: tuple = ()) -> list[tuple]:
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
+@pytest.mark.slow
 def test_any_manifest_value_replaced_is_refused_or_listed(data: st.DataObject, tmp_path_factory):
     """Any field of the manifest replaced by any JSON value: a CaptureError naming a place, or a capture whose
     layers are explorable or listed with a reason — never another exception."""

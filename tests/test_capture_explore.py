@@ -90,6 +90,7 @@ def test_a_recorded_model_opens_with_every_call_verified(recorded: Path):
         assert verification.max_abs_diff <= 1e-5, (layer.id, verification.max_abs_diff)
 
 
+@pytest.mark.slow
 def test_recorded_padding_cache_and_positions_reach_the_views(recorded: Path):
     capture = load_capture(recorded)
     padded = layer_run(find_layer(capture, "block.mixed_attention#0"))

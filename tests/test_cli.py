@@ -327,6 +327,7 @@ def test_render_of_a_billion_tokens_is_refused_with_an_estimate(capsys, tmp_path
     assert "Traceback" not in err and not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.slow
 def test_render_uses_trained_weights(capsys, tmp_path: Path):
     from noether.explorer.io import load_scenario_file
     from noether.explorer.run import ExplorerRun

@@ -28,6 +28,7 @@ def _ids() -> list[str]:
     return [call.id for call in load_capture(DEMO).manifest.calls] if DEMO.is_file() else ["<missing>"]
 
 
+@pytest.mark.slow
 def test_demo_capture_is_small_float32_and_records_both_passes() -> None:
     assert DEMO.stat().st_size <= MAX_FILE_BYTES
     capture = demo()
@@ -42,6 +43,7 @@ def test_demo_capture_is_small_float32_and_records_both_passes() -> None:
     assert {call.module for call in second} == {call.module for call in calls if call.kind != "dot_product"}
 
 
+@pytest.mark.slow
 def test_every_demo_layer_is_explorable() -> None:
     layers = capture_layers(demo())
     assert [layer.id for layer in layers] == _ids()
@@ -58,6 +60,7 @@ def test_demo_layer_reproduces_upstreams_output_within_1e_5(layer_id: str) -> No
 
 
 @pytest.mark.parametrize("layer_id", _ids())
+@pytest.mark.slow
 def test_every_view_computes_on_every_demo_layer(layer_id: str) -> None:
     run = layer_run(find_layer(demo(), layer_id))
     weights = run.weights(pixels=48)
@@ -72,6 +75,7 @@ def test_every_view_computes_on_every_demo_layer(layer_id: str) -> None:
         assert check is not None and check.equal, check
 
 
+@pytest.mark.slow
 def test_demo_attention_is_learned_not_uniform() -> None:
     """Trained, the anchor attention is far from the near-uniform weights of upstream's 0.02 initialisation."""
     run = layer_run(find_layer(demo(), "physics_blocks.1.attention_block.mixed_attention#0"))
@@ -90,6 +94,7 @@ def test_demo_positions_are_the_car() -> None:
     assert float(recorded[..., 0].max() - recorded[..., 0].min()) > 3.5  # metres: a car length
 
 
+@pytest.mark.slow
 def test_demo_opens_in_model_mode_and_its_perceiver_layers_show() -> None:
     """The app's Model mode opens the shipped demo; the perceiver layers render in every view."""
     import streamlit as st

@@ -344,6 +344,7 @@ def test_maximally_deep_document_is_refused_with_bounded_work_and_memory(fmt: st
 
 
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
+@pytest.mark.slow
 def test_too_many_values_are_refused(fmt: str):
     text = "[" + ", ".join(["0"] * (MAX_DOCUMENT_NODES + 10)) + "]"
     report = load_text(text, fmt)
@@ -490,6 +491,7 @@ def test_python_export_compiles_and_quotes_names(path: Path):
         assert repr(spec.name) in code
 
 
+@pytest.mark.slow
 def test_python_export_runs(tmp_path: Path):
     """Exec the snippets in a fresh interpreter: the markup names stay strings, cached groups use two passes."""
     markup = "<script>alert(1)</script>"
@@ -585,6 +587,7 @@ def assert_is_report(report: object) -> None:
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(tree=json_trees, fmt=st.sampled_from(["json", "yaml"]))
+@pytest.mark.slow
 def test_random_documents_never_raise(tree: Any, fmt: str):
     if fmt == "json":
         text = json.dumps(tree)  # NaN/Infinity included: refused as problems
@@ -710,6 +713,7 @@ def mutate(document: Any, path: tuple[Any, ...], action: str, value: Any) -> Any
 
 @settings(max_examples=200)
 @given(data=st.data(), fmt=st.sampled_from(["json", "yaml"]))
+@pytest.mark.slow
 def test_mutated_valid_scenarios_never_raise(data: st.DataObject, fmt: str):
     document = json.loads(json.dumps(VALID_BASE))
     for _ in range(data.draw(st.integers(1, 3))):
@@ -783,6 +787,7 @@ def valid_scenarios(draw: st.DrawFn) -> dict[str, Any]:
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(document=valid_scenarios(), fmt=st.sampled_from(["json", "yaml"]))
+@pytest.mark.slow
 def test_valid_scenarios_round_trip_byte_identically(document: dict[str, Any], fmt: str):
     text = json.dumps(document) if fmt == "json" else yaml.safe_dump(document, allow_unicode=True)
     report = load_text(text, fmt)
@@ -822,6 +827,7 @@ def test_pure_python_yaml_parser_gives_the_same_verdicts(path: Path, monkeypatch
 
 
 @pytest.mark.usefixtures("pure_python_yaml")
+@pytest.mark.slow
 def test_pure_python_yaml_parser_refuses_bombs_and_depth_with_bounded_work(work: ParseWork):
     bomb = billion_laughs(30, 10)
     refused_within(lambda: load_scenario_bytes(bomb, fmt="yaml"), work, peak_limit=50 * 2**20)

@@ -333,6 +333,7 @@ def manual_weights(run: ExplorerRun) -> torch.Tensor:
     return full
 
 
+@pytest.mark.slow
 def test_exact_map_is_the_module_softmax(run: ExplorerRun, exact: torch.Tensor) -> None:
     assert exact.shape == (2, 2, 22, 22)
     torch.testing.assert_close(exact, manual_weights(run), atol=1e-5, rtol=0)

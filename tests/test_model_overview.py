@@ -136,6 +136,7 @@ def test_row_stat_tables_and_call_rows() -> None:
     assert len(overview.notes) == 3
 
 
+@pytest.mark.slow
 def test_overview_scores_never_exceed_one_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every score block of the pass fits in the chunk budget; no layer's (queries x keys) matrix is built."""
     n, chunk = 3000, 2**18

@@ -63,6 +63,7 @@ def test_perceiver_equals_explicit_softmax_attention(device: torch.device, use_r
     use_rope=st.booleans(),
     seed=st.integers(0, 2**16),
 )
+@pytest.mark.slow
 def test_cached_pass_equals_projecting_again(n_queries: int, n_kv: int, heads: int, use_rope: bool, seed: int) -> None:
     torch.manual_seed(seed)
     module = PerceiverAttention(PerceiverAttentionConfig(hidden_dim=24, num_heads=heads, use_rope=use_rope)).eval()
@@ -200,6 +201,7 @@ def test_perceiver_run_refuses_a_bad_scenario_with_the_problem() -> None:
 
 
 @pytest.mark.parametrize("kv_size", [30, None])
+@pytest.mark.slow
 def test_perceiver_python_export_runs(tmp_path: Path, kv_size: int | None) -> None:
     report = validate_scenario(perceiver_doc(kv_size=kv_size, device="cpu", kv_cache_sizes={"geometry": 9}))
     assert report.scenario is not None, report.problems

@@ -565,6 +565,7 @@ def test_point_cloud_inputs_are_deterministic() -> None:
     assert not torch.equal(first.inputs.positions[0], first.inputs.positions[1])  # batch elements differ
 
 
+@pytest.mark.slow
 def test_point_cloud_positions_come_from_the_right_domain() -> None:
     data = point_cloud_doc(surface_anchors=20, volume_queries=30, wake=10)
     run = ExplorerRun(data)

@@ -44,6 +44,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_weight_pass_estimate_is_within_twice_the_real_time(one_thread):
     # Measured right before the run it is compared with: the speed kept from earlier in the process may come from
     # a moment when other work shared the cores differently.
