@@ -62,6 +62,7 @@ def test_a_mixed_layer_still_counts_every_token_as_a_key() -> None:
     assert "2 patterns" in views.scenario_summary(layout, group_mask(layout))
 
 
+@pytest.mark.slow
 def test_the_layer_picker_gives_a_perceivers_true_query_and_key_counts() -> None:
     capture = load_capture(asset_path(DEMO_CAPTURE_NAME))
     texts = {layer.id: tokens_text(layer) for layer in capture_layers(capture)}
@@ -102,6 +103,7 @@ def test_a_bad_attention_section_does_not_hide_the_rules_problems() -> None:
     assert "attention_patterns[0].key_value_tokens" in where
 
 
+@pytest.mark.slow
 def test_a_recorded_kv_cache_is_not_timed_as_an_anchor_pass() -> None:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
@@ -127,6 +129,7 @@ def test_a_recorded_kv_cache_is_not_timed_as_an_anchor_pass() -> None:
     st.cache_resource.clear()
 
 
+@pytest.mark.slow
 def test_rollout_says_where_each_group_entered_the_model() -> None:
     from noether.explorer.capture_overview import capture_positions, capture_sources
     from noether.explorer.rollout import attention_rollout
