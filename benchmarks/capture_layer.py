@@ -11,9 +11,7 @@ One MixedAttention layer (two-branch self-anchor patterns, RoPE on, hidden 192, 
 """
 
 import argparse
-import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.measure import peak_extra_rss, timed
 from noether.core.schemas.modules.attention import AttentionPattern, TokenSpec
 from noether.core.schemas.modules.layers import RopeFrequencyConfig
 from noether.explorer.capture import capture_attention
@@ -34,28 +33,16 @@ from noether.modeling.modules.layers import RopeFrequency
 HIDDEN, HEADS = 192, 3
 
 
-def _rss() -> int:
-    with open(f"/proc/{os.getpid()}/statm") as stream:
-        return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def peak_growth(action: Callable[[], Any]) -> tuple[float, int]:
     """Seconds and peak RSS growth (sampled every 5 ms) of ``action``."""
-    base, peak, done = _rss(), [0], threading.Event()
+    seconds = 0.0
 
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss() - base)
-            time.sleep(0.005)
+    def timed_action() -> None:
+        nonlocal seconds
+        seconds = timed(action)
 
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    start = time.perf_counter()
-    action()
-    seconds = time.perf_counter() - start
-    done.set()
-    thread.join()
-    return seconds, max(peak[0], _rss() - base)
+    growth, _ = peak_extra_rss(timed_action, every_s=0.005)
+    return seconds, growth
 
 
 def record(path: Path, per_group: int) -> Path:

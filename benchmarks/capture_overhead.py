@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmarks.measure import timed
 from noether.core.schemas.modules.attention import TokenSpec
 from noether.core.schemas.modules.layers import RopeFrequencyConfig
 from noether.explorer.capture import Capture, capture_attention
@@ -61,12 +62,6 @@ class Model(nn.Module):
         for block in self.blocks:
             x = block(x, specs, freqs)
         return x
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 class TimedCapture(Capture):

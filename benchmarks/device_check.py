@@ -12,7 +12,6 @@ Designed to finish well within five minutes on one GPU. Without CUDA it says so 
 """
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.measure import write_json
 from benchmarks.scale import abupt
 from noether.explorer.run import ExplorerRun
 from noether.explorer.weights import WeightResult
@@ -166,9 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     results["sizes"].append(check_size(small, args.device, exact_reference=True, flex=not args.skip_flex))
     results["sizes"].append(check_size(large, args.device, exact_reference=False, flex=False))
     print(report(results))
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=2, default=str)
+    write_json(args.json, results)
     return 1 if verdict(results) else 0
 
 

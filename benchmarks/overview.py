@@ -10,12 +10,12 @@ rollout, and their ratios (the target for the overview is at most 1.5x).
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from benchmarks.measure import timed
 from noether.explorer.model_overview import LayerSource, model_overview
 from noether.explorer.rollout import attention_rollout
 from noether.explorer.run import ExplorerRun
@@ -60,12 +60,6 @@ def capture_layers(path: str) -> list[LayerSource]:
     from noether.explorer.capture_overview import load_capture_layers
 
     return load_capture_layers(path)
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def forward_call(run: ExplorerRun) -> Callable[[], object]:

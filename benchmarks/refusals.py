@@ -8,22 +8,13 @@ cannot fail by chance; the seconds they take on this machine are measured here i
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 
+from benchmarks.measure import best_of
 from noether.explorer.io import MAX_SCENARIO_BYTES, load_scenario_bytes, load_scenario_file
 from noether.explorer.presets import preset_path
 from noether.explorer.problems import ExplorerError
 from noether.explorer.run import ExplorerRun
-
-
-def best_of(action: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def maximal_alias_bomb() -> bytes:
@@ -65,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best of {args.repeats} runs, ratio to the baseline", file=sys.stderr)
     baseline = None
     for name, action in cases.items():
-        seconds = best_of(action, args.repeats)
+        seconds = best_of(action, args.repeats, warm_up=False)
         baseline = baseline or seconds
         print(f"  {name:<52} {seconds * 1000:9.1f} ms   {seconds / baseline:7.1f}x")
     return 0

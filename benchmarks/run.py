@@ -10,16 +10,13 @@ Reported as ratios measured in the same process (absolute times on shared machin
 """
 
 import argparse
-import json
-import os
 import sys
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from benchmarks.measure import best_of, peak_extra_rss, write_json
 from noether.explorer.run import ExplorerRun
 from noether.explorer.views import display_map
 from noether.explorer.weights import WeightOptions, attention_weight_maps, group_keys
@@ -38,43 +35,6 @@ def self_anchor(anchors: int, queries: int) -> dict[str, Any]:
         ],
         "run": {"device": "cpu", "inputs": "random"},
     }
-
-
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_extra_rss(fn: Callable[[], object]) -> tuple[int, object]:
-    """Largest RSS above the starting RSS while ``fn`` runs (sampled every millisecond in a thread)."""
-    start = rss_bytes()
-    peak = start
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, rss_bytes())
-            done.wait(0.001)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        result = fn()
-    finally:
-        done.set()
-        thread.join()
-    return max(peak, rss_bytes()) - start, result
 
 
 def weights_vs_forward(anchors: int, queries: int, repeats: int) -> dict[str, float]:
@@ -187,9 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(guard estimate {m['estimate_mb']:.0f} MB); view change {m['view_change_ms']:.1f} ms; "
         f"repeated weights() call {m['repeat_weights_call_ms']:.3f} ms"
     )
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=2, default=str)
+    write_json(args.json, results)
     return 0
 
 

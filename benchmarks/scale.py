@@ -8,7 +8,6 @@ absolute times vary run to run; ratios measured side by side hold better). Sizes
 """
 
 import argparse
-import json
 import sys
 import threading
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.run import peak_extra_rss
+from benchmarks.measure import peak_extra_rss, timed, write_json
 from noether.explorer.io import load_scenario_file
 from noether.explorer.resources import examples_dir
 from noether.explorer.run import ExplorerRun
@@ -44,14 +43,8 @@ def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
     """fp32 GFLOP/s of a square matmul on this machine now (best of ``repeats``)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    best = min(timed(lambda: a @ b) for _ in range(repeats))
     return 2 * size**3 / best / 1e9
-
-
-def _timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def _forward(run: ExplorerRun) -> None:
@@ -100,8 +93,8 @@ def exact_vs_forward(scale: int, repeats: int, peak: float) -> dict[str, Any]:
     best = {"forward": float("inf"), "exact": float("inf")}
     _forward(run)
     for _ in range(repeats):  # interleaved, so that both see the same machine
-        best["forward"] = min(best["forward"], _timed(lambda: _forward(run)))
-        best["exact"] = min(best["exact"], _timed(lambda: _exact(run)))
+        best["forward"] = min(best["forward"], timed(lambda: _forward(run)))
+        best["exact"] = min(best["exact"], timed(lambda: _exact(run)))
     forward_flops = 4 * pairs * hidden  # QK^T and PV over the attended pairs
     exact_flops = 2 * pairs * hidden  # QK^T only
     return {
@@ -125,13 +118,13 @@ def interactive(run: ExplorerRun) -> dict[str, float]:
     fresh.preview()
     from_scenario = time.perf_counter() - start
     run._cache.pop("keys", None)
-    preview = _timed(run.preview)
-    window = _timed(lambda: run.window(Window(16000, 17024, 15000, 16024)))
+    preview = timed(run.preview)
+    window = timed(lambda: run.window(Window(16000, 17024, 15000, 16024)))
     extra, result = peak_extra_rss(lambda: run.weights(1024))
     redraws = []
     for head in (0, 1, "mean"):
         for pooling in ("mean", "max"):
-            redraws.append(_timed(lambda h=head, p=pooling: display_map(result, 400, head=h, pooling=p)))  # type: ignore[arg-type,misc]
+            redraws.append(timed(lambda h=head, p=pooling: display_map(result, 400, head=h, pooling=p)))  # type: ignore[arg-type,misc]
     return {
         "preview_s": preview,
         "preview_from_scenario_s": from_scenario,
@@ -154,8 +147,8 @@ def app_vs_cli(scale: int, repeats: int) -> dict[str, float]:
     worker.start()
     worker.join()
     for _ in range(repeats):
-        best["cli"] = min(best["cli"], _timed(lambda: _cli_path(run)))
-        best["app"] = min(best["app"], _timed(lambda: _app_path(run)))
+        best["cli"] = min(best["cli"], timed(lambda: _cli_path(run)))
+        best["app"] = min(best["app"], timed(lambda: _app_path(run)))
     return {
         "tokens": run.layout.n_queries,
         "cli_s": best["cli"],
@@ -214,9 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{a['tokens']:,} tokens: app path (worker thread, polled every {POLL_S} s) {a['app_s']:.2f} s vs CLI path "
         f"{a['cli_s']:.2f} s: {a['ratio']:.2f}x (torch threads: {a['threads_main']} main, {a['threads_worker']} worker)"
     )
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=2, default=str)
+    write_json(args.json, results)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Shared fixtures: the devices to run module tests on, and the hypothesis profile."""
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -85,3 +85,15 @@ class TensorCounter(TorchFunctionMode):
 def tensor_counter() -> TensorCounter:
     """A fresh TensorCounter; use it as a context manager around the work to count."""
     return TensorCounter()
+
+
+@pytest.fixture
+def fresh_caches() -> Iterator[None]:
+    """Streamlit caches outlive AppTest instances in one process; a test of the app starts cold and leaves none."""
+    import streamlit as st  # here, so that tests without the app do not import streamlit
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()

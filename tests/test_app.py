@@ -8,14 +8,13 @@ import base64
 import io
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import streamlit as st
 import torch
 import yaml
+from app_helpers import clean, set_text, show, start, texts
 from safetensors.torch import save as save_safetensors
 from streamlit.testing.v1 import AppTest
 
@@ -25,45 +24,13 @@ from noether.explorer.presets import DEFAULT_PRESET, PRESETS, load_preset, prese
 from noether.explorer.run import ExplorerRun
 from noether.explorer.scenario import scenario_to_dict, validate_scenario
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 MAX_CHART_BYTES = 2 * 2**20
 
 
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    """Streamlit caches outlive AppTest instances in one process; every test starts cold."""
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("fresh_caches")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def clean(at: AppTest) -> AppTest:
-    """No exception blocks and no unexpected-error messages."""
-    assert not at.exception, [e.message for e in at.exception]
-    assert not [e.value for e in at.error if "unexpected error" in e.value]
-    return at
-
-
-def start(preset: str | None = None, tab: str | None = None, **query: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    for key, value in query.items():
-        at.query_params[key] = value
-    clean(at.run())
-    if preset is not None and preset != DEFAULT_PRESET:
-        clean(at.selectbox(key="preset").select(preset).run())
-    if tab is not None:
-        show(at, tab)
-    return at
-
-
-def show(at: AppTest, tab: str) -> AppTest:
-    at.session_state["view"] = tab
-    return clean(at.run())
 
 
 def by_label(widgets: Any, label: str) -> Any:
@@ -94,18 +61,6 @@ def title(chart: dict[str, Any]) -> str:
 
 def z(chart: dict[str, Any], trace: int = 0) -> np.ndarray:
     return decode(chart["data"][trace]["z"])
-
-
-def texts(elements: Any) -> str:
-    """The text of elements with markdown escapes removed (the app escapes names that come from user input)."""
-    return re.sub(r"\\(.)", r"\1", "\n".join(e.value for e in elements))
-
-
-def set_text(at: AppTest, text: str) -> AppTest:
-    """Type into the scenario text editor (its on_change applies it)."""
-    if at.session_state["view"] != "Edit as text":
-        show(at, "Edit as text")
-    return clean(at.text_area(key="text_editor").input(text).run())
 
 
 def active(at: AppTest) -> dict[str, Any]:

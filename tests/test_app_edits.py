@@ -1,51 +1,18 @@
 """The app never loses an edit and never says something untrue (AppTest): kind switches keep the rules, the format
 switch keeps unapplied text, counts and tolerances are the real ones, a refused checkpoint is explained once."""
 
-import re
-from pathlib import Path
 from typing import Any
 
 import pytest
-import streamlit as st
 import torch
+from app_helpers import clean, set_text, show, start, texts
 from safetensors.torch import save as save_safetensors
 from streamlit.testing.v1 import AppTest
 
 from noether.explorer import editing as ed
 from noether.explorer.io import MAX_SCENARIO_BYTES
-from noether.explorer.presets import DEFAULT_PRESET
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
-
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
-
-
-def clean(at: AppTest) -> AppTest:
-    assert not at.exception, [e.message for e in at.exception]
-    return at
-
-
-def start(preset: str = DEFAULT_PRESET) -> AppTest:
-    at = clean(AppTest.from_file(APP, default_timeout=60).run())
-    if preset != DEFAULT_PRESET:
-        clean(at.selectbox(key="preset").select(preset).run())
-    return at
-
-
-def show(at: AppTest, tab: str) -> AppTest:
-    at.session_state["view"] = tab
-    return clean(at.run())
-
-
-def texts(elements: Any) -> str:
-    return re.sub(r"\\(.)", r"\1", "\n".join(e.value for e in elements))
+pytestmark = pytest.mark.usefixtures("fresh_caches")
 
 
 def kind_box(at: AppTest) -> Any:
@@ -65,7 +32,7 @@ def test_kind_round_trip_in_the_app_keeps_the_hand_written_rules():
 def test_format_switch_keeps_unapplied_text():
     at = show(start(), "Edit as text")
     broken = "attention: [unclosed\n"
-    clean(at.text_area(key="text_editor").input(broken).run())
+    set_text(at, broken)
     clean(at.radio(key="text_format").set_value("json").run())
     assert at.session_state["text_editor"] == broken
     assert at.session_state["text_format"] == "yaml"

@@ -3,8 +3,8 @@
 from pathlib import Path
 
 import pytest
-import streamlit as st
 import torch
+from app_helpers import clean, model_mode, show
 from streamlit.testing.v1 import AppTest
 
 from noether.explorer.capture_file import load_capture
@@ -12,18 +12,11 @@ from noether.explorer.capture_layers import capture_layers
 from noether.explorer.capture_views import layer_label, layer_table, verify_all
 from noether.explorer.ui.registry import TABS
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 CORPUS = Path(__file__).parent / "corpus"
 TINY = CORPUS / "good" / "tiny.capture.safetensors"
 
 
-@pytest.fixture(autouse=True)
-def fresh_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
+pytestmark = pytest.mark.usefixtures("fresh_caches")
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +34,6 @@ def cached_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with torch.no_grad(), capture_attention(model, positions={"surface_anchors": positions[0, :ANCHORS]}) as cap:
         model(torch.randn(1, ANCHORS + QUERIES, HIDDEN), positions, mask)
     return cap.save(tmp_path_factory.mktemp("app") / "tiny_model.capture.safetensors")
-
-
-def clean(at: AppTest) -> AppTest:
-    assert not at.exception, [e.message for e in at.exception]
-    assert not [e.value for e in at.error if "unexpected error" in e.value]
-    return at
-
-
-def model_mode(path: Path | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    clean(at.run())
-    clean(at.radio(key="mode").set_value("Model").run())
-    if path is not None:
-        clean(at.get("file_uploader")[0].upload(path.name, path.read_bytes()).run())
-    return at
-
-
-def show(at: AppTest, tab: str) -> AppTest:
-    at.session_state["view"] = tab
-    return clean(at.run())
 
 
 def texts(at: AppTest) -> str:
@@ -87,7 +60,7 @@ def test_a_capture_opens_with_a_verified_layer_list():
     ]
     assert "recorded inputs and weights of a captured layer." in texts(at)
     clean(picker.set_value("block#0").run())
-    assert "2 groups, 6 query x 6 key tokens, 1 patterns, 24 attended pairs" in texts(at)
+    assert "2 groups, 6 query x 6 key tokens, 1 pattern, 24 attended pairs" in texts(at)
 
 
 @pytest.mark.parametrize("tab", [t for t in TABS if t != "Edit as text"])

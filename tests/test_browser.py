@@ -5,17 +5,13 @@ they must be installed). UPDATE_SCREENSHOT=1 also refreshes assets/screenshot.pn
 """
 
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_helpers import free_port, headless_chromium, open_page, served
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -35,31 +31,10 @@ IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]')
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-    if path is None:
-        _unavailable("chromium is not installed (apt-get install -y chromium)")
-    assert path is not None
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def app_url(tmp_path: Path) -> Iterator[str]:
     """`streamlit run app.py` on a free port, healthy before the test starts and always stopped afterwards."""
-    port = _free_port()
-    log_path = tmp_path / "streamlit.log"
+    port = free_port()
     command = [
         sys.executable,
         "-m",
@@ -77,31 +52,9 @@ def app_url(tmp_path: Path) -> Iterator[str]:
         "--client.toolbarMode",
         "viewer",
     ]
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"streamlit exited with {server.returncode}:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit was not healthy within {SERVER_START_S:.0f} s:\n{log_path.read_text()}")
-            time.sleep(0.25)  # polling interval of a bounded health check, not synchronisation by sleeping
+    log_path = tmp_path / "streamlit.log"
+    with served(command, port=port, log_path=log_path, start_s=SERVER_START_S, what="streamlit", cwd=ROOT) as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=15)
 
 
 def _settle(page: Any, charts: int) -> list[Any]:
@@ -115,51 +68,37 @@ def _settle(page: Any, charts: int) -> list[Any]:
 
 
 def test_app_renders_and_follows_an_edit(app_url: str) -> None:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed")
-    executable = _chromium()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    with headless_chromium() as browser:
+        page = open_page(browser, app_url)
+        before = _settle(page, 2)
+        group_labels = before[0][0]["y"]
+        assert any(label.startswith("surface_queries (2,048)") for label in group_labels), group_labels
+
+        # Change a group size through the text editor (Ctrl+Enter applies it).
+        page.get_by_role("tab", name="Edit as text").click()
+        editor = page.get_by_label("Scenario text")
+        editor.wait_for(timeout=RENDER_MS)
+        text = editor.input_value()
+        assert "{name: surface_queries, size: 2048}" in text
+        editor.fill(text.replace("{name: surface_queries, size: 2048}", "{name: surface_queries, size: 512}"))
+        editor.press("Control+Enter")
+        page.get_by_text("The text is a valid scenario.").wait_for(timeout=RENDER_MS)
+        assert "size: 512" in editor.input_value()
+
+        page.get_by_role("tab", name="Mask").click()
+        page.wait_for_function(
+            """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
+                (gd.data || []).some(t => Array.isArray(t.y) && t.y.some(l => String(l).includes('(512)'))))""",
+            timeout=RENDER_MS,
         )
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1200})
-            page.goto(app_url, wait_until="domcontentloaded")
-            before = _settle(page, 2)
-            group_labels = before[0][0]["y"]
-            assert any(label.startswith("surface_queries (2,048)") for label in group_labels), group_labels
+        after = _settle(page, 2)
+        assert after != before
+        assert any(label.startswith("surface_queries (512)") for label in after[0][0]["y"])
+        page.screenshot(path=str(ARTIFACTS / "app.png"))
 
-            # Change a group size through the text editor (Ctrl+Enter applies it).
-            page.get_by_role("tab", name="Edit as text").click()
-            editor = page.get_by_label("Scenario text")
-            editor.wait_for(timeout=RENDER_MS)
-            text = editor.input_value()
-            assert "{name: surface_queries, size: 2048}" in text
-            editor.fill(text.replace("{name: surface_queries, size: 2048}", "{name: surface_queries, size: 512}"))
-            editor.press("Control+Enter")
-            page.get_by_text("The text is a valid scenario.").wait_for(timeout=RENDER_MS)
-            assert "size: 512" in editor.input_value()
-
-            page.get_by_role("tab", name="Mask").click()
-            page.wait_for_function(
-                """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
-                    (gd.data || []).some(t => Array.isArray(t.y) && t.y.some(l => String(l).includes('(512)'))))""",
-                timeout=RENDER_MS,
-            )
-            after = _settle(page, 2)
-            assert after != before
-            assert any(label.startswith("surface_queries (512)") for label in after[0][0]["y"])
-            page.screenshot(path=str(ARTIFACTS / "app.png"))
-
-            if os.environ.get("UPDATE_SCREENSHOT") == "1":
-                _readme_screenshot(browser, app_url)
-        finally:
-            browser.close()
+        if os.environ.get("UPDATE_SCREENSHOT") == "1":
+            _readme_screenshot(browser, app_url)
 
 
 # The AB-UPT-shaped example at a quarter of its size: 24,576 tokens, two branches, point cloud and RoPE.
@@ -179,56 +118,42 @@ EXACT_PASS_MS = 600_000
 
 
 def test_preview_first_then_the_exact_pass_in_the_background(app_url: str) -> None:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed")
-    executable = _chromium()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with headless_chromium() as browser:
+        page = open_page(browser, app_url)
+        _settle(page, 2)
+        page.get_by_role("tab", name="Edit as text").click()
+        editor = page.get_by_label("Scenario text")
+        editor.wait_for(timeout=RENDER_MS)
+        editor.fill(QUARTER_ABUPT)
+        editor.press("Control+Enter")
+        page.get_by_text("The text is a valid scenario.").wait_for(timeout=RENDER_MS)
+
+        page.get_by_role("tab", name="Weights").click()
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1200})
-            page.goto(app_url, wait_until="domcontentloaded")
-            _settle(page, 2)
-            page.get_by_role("tab", name="Edit as text").click()
-            editor = page.get_by_label("Scenario text")
-            editor.wait_for(timeout=RENDER_MS)
-            editor.fill(QUARTER_ABUPT)
-            editor.press("Control+Enter")
-            page.get_by_text("The text is a valid scenario.").wait_for(timeout=RENDER_MS)
+            # Preparing a 24k-token layer (module, point cloud, keys) comes first; a busy CPU can take a while.
+            page.wait_for_function(f"() => ({MAP_TITLE})().includes('PREVIEW (')", timeout=3 * RENDER_MS)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "preview-missing.png"), full_page=True)
+            raise
+        page.get_by_text("Exact pass in the background").first.wait_for(timeout=RENDER_MS)
+        assert page.get_by_text("PREVIEW from").count() >= 1
+        page.screenshot(path=str(ARTIFACTS / "preview.png"))
 
-            page.get_by_role("tab", name="Weights").click()
-            try:
-                # Preparing a 24k-token layer (module, point cloud, keys) comes first; a busy CPU can take a while.
-                page.wait_for_function(f"() => ({MAP_TITLE})().includes('PREVIEW (')", timeout=3 * RENDER_MS)
-            except Exception:
-                page.screenshot(path=str(ARTIFACTS / "preview-missing.png"), full_page=True)
-                raise
-            page.get_by_text("Exact pass in the background").first.wait_for(timeout=RENDER_MS)
-            assert page.get_by_text("PREVIEW from").count() >= 1
-            page.screenshot(path=str(ARTIFACTS / "preview.png"))
+        # Another tab while the pass runs: it answers, with the preview's statistics and the pass still going.
+        page.get_by_role("tab", name="Statistics").click()
+        page.get_by_text("PREVIEW from").first.wait_for(timeout=RENDER_MS)
+        assert page.get_by_text("Exact pass in the background").count() >= 1
+        assert page.locator('[data-testid="stException"]').count() == 0
 
-            # Another tab while the pass runs: it answers, with the preview's statistics and the pass still going.
-            page.get_by_role("tab", name="Statistics").click()
-            page.get_by_text("PREVIEW from").first.wait_for(timeout=RENDER_MS)
-            assert page.get_by_text("Exact pass in the background").count() >= 1
-            assert page.locator('[data-testid="stException"]').count() == 0
-
-            page.get_by_role("tab", name="Weights").click()
-            page.wait_for_function(
-                f"() => {{ const t = ({MAP_TITLE})(); return t !== '' && !t.includes('PREVIEW'); }}",
-                timeout=EXACT_PASS_MS,
-            )
-            assert page.get_by_text("PREVIEW from").count() == 0
-            assert page.locator('[data-testid="stException"]').count() == 0
-            page.screenshot(path=str(ARTIFACTS / "exact.png"))
-        finally:
-            browser.close()
+        page.get_by_role("tab", name="Weights").click()
+        page.wait_for_function(
+            f"() => {{ const t = ({MAP_TITLE})(); return t !== '' && !t.includes('PREVIEW'); }}",
+            timeout=EXACT_PASS_MS,
+        )
+        assert page.get_by_text("PREVIEW from").count() == 0
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.screenshot(path=str(ARTIFACTS / "exact.png"))
 
 
 def _readme_screenshot(browser: Any, app_url: str) -> None:
@@ -253,47 +178,34 @@ def _readme_screenshot(browser: Any, app_url: str) -> None:
 
 def test_model_overview_and_rollout_of_the_demo_capture(app_url: str) -> None:
     """Model mode on the shipped demo: the overview's depth heatmap lists every call, the rollout draws the car."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed")
-    if not (ROOT / "noether" / "explorer" / "assets" / "demo_capture.safetensors").is_file():
-        pytest.skip("this checkout has no demo capture")
-    executable = _chromium()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    # Inside the browser block, so that a missing browser still fails under CI=true before this skip is reached.
+    with headless_chromium() as browser:
+        if not (ROOT / "noether" / "explorer" / "assets" / "demo_capture.safetensors").is_file():
+            pytest.skip("this checkout has no demo capture")
+        page = open_page(browser, app_url)
+        _settle(page, 2)
+        page.get_by_text("Model", exact=True).click()
+        page.get_by_role("button", name="Open the demo capture").click()
+        page.get_by_text("Opened the capture the demo capture").wait_for(timeout=RENDER_MS)
+        page.get_by_role("tab", name="Model overview").click()
+        page.wait_for_function(
+            """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
+                (gd.data || []).some(t => t.type === 'heatmap' && Array.isArray(t.y)
+                    && t.y.some(l => String(l).includes('geometry_blocks'))))""",
+            timeout=RENDER_MS,
         )
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1200})
-            page.goto(app_url, wait_until="domcontentloaded")
-            _settle(page, 2)
-            page.get_by_text("Model", exact=True).click()
-            page.get_by_role("button", name="Open the demo capture").click()
-            page.get_by_text("Opened the capture the demo capture").wait_for(timeout=RENDER_MS)
-            page.get_by_role("tab", name="Model overview").click()
-            page.wait_for_function(
-                """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
-                    (gd.data || []).some(t => t.type === 'heatmap' && Array.isArray(t.y)
-                        && t.y.some(l => String(l).includes('geometry_blocks'))))""",
-                timeout=RENDER_MS,
-            )
-            charts = _settle(page, 4)
-            heatmap = next(t for chart in charts for t in chart if t["type"] == "heatmap" and t["y"])
-            assert len(heatmap["y"]) == 13, heatmap["y"]
-            page.screenshot(path=str(ARTIFACTS / "model_overview.png"))
+        charts = _settle(page, 4)
+        heatmap = next(t for chart in charts for t in chart if t["type"] == "heatmap" and t["y"])
+        assert len(heatmap["y"]) == 13, heatmap["y"]
+        page.screenshot(path=str(ARTIFACTS / "model_overview.png"))
 
-            page.get_by_role("tab", name="Rollout").click()
-            page.wait_for_function(
-                """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
-                    (gd.data || []).some(t => t.type === 'scatter3d'))""",
-                timeout=RENDER_MS,
-            )
-            _settle(page, 1)
-            page.get_by_text("Attention rollout (Abnar & Zuidema, 2020)").first.wait_for(timeout=RENDER_MS)
-            page.screenshot(path=str(ARTIFACTS / "rollout.png"))
-        finally:
-            browser.close()
+        page.get_by_role("tab", name="Rollout").click()
+        page.wait_for_function(
+            """() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(gd =>
+                (gd.data || []).some(t => t.type === 'scatter3d'))""",
+            timeout=RENDER_MS,
+        )
+        _settle(page, 1)
+        page.get_by_text("Attention rollout (Abnar & Zuidema, 2020)").first.wait_for(timeout=RENDER_MS)
+        page.screenshot(path=str(ARTIFACTS / "rollout.png"))

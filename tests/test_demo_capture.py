@@ -2,7 +2,6 @@
 every layer re-verifies within 1e-5 against the output upstream computed, and every view works on it."""
 
 from functools import cache
-from pathlib import Path
 
 import pytest
 import torch
@@ -95,18 +94,13 @@ def test_demo_positions_are_the_car() -> None:
 
 
 @pytest.mark.slow
-def test_demo_opens_in_model_mode_and_its_perceiver_layers_show() -> None:
+def test_demo_opens_in_model_mode_and_its_perceiver_layers_show(fresh_caches: None) -> None:
     """The app's Model mode opens the shipped demo; the perceiver layers render in every view."""
-    import streamlit as st
-    from streamlit.testing.v1 import AppTest
+    from app_helpers import model_mode
 
     from noether.explorer.ui.registry import TABS
 
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=300)
-    app.run()
-    app.radio(key="mode").set_value("Model").run()
+    app = model_mode(timeout=300)
     next(b for b in app.button if b.label == "Open the demo capture").click().run()
     assert not app.exception, [e.message for e in app.exception]
     options = app.selectbox(key="layer").options
@@ -117,5 +111,3 @@ def test_demo_opens_in_model_mode_and_its_perceiver_layers_show() -> None:
             app.selectbox(key="layer").set_value(layer_id).run()
             assert not app.exception, (tab, layer_id, [e.message for e in app.exception])
             assert not [e.value for e in app.error], (tab, layer_id, [e.value for e in app.error])
-    st.cache_data.clear()
-    st.cache_resource.clear()

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
+from app_helpers import model_mode
 
 from noether.explorer.capture_file import load_capture
 from noether.explorer.capture_overview import capture_positions, capture_sources
@@ -15,7 +14,6 @@ from noether.explorer.cli import main as cli_main
 from noether.explorer.model_overview import model_overview
 from noether.explorer.rollout import attention_rollout, pass_numbers
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TINY = Path(__file__).parent / "corpus" / "good" / "tiny.capture.safetensors"
 
 
@@ -89,20 +87,8 @@ def test_demo_rollout_reaches_the_geometry_through_the_perceiver() -> None:
     assert all(name in positions and positions[name].shape[-2] == len(w) for name, w in groups.items())
 
 
-@pytest.fixture
-def fresh_caches():
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
-
-
 def test_model_overview_and_rollout_views(fresh_caches: None) -> None:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at.radio(key="mode").set_value("Model").run()
-    at.get("file_uploader")[0].upload(TINY.name, TINY.read_bytes()).run()
+    at = model_mode(TINY)
     assert [t.label for t in at.tabs][-2:] == ["Model overview", "Rollout"]
     at.session_state["view"] = "Model overview"
     at.run()

@@ -8,12 +8,10 @@ app is served by the installed `noether-explorer app` and opened in Debian's chr
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import sysconfig
 import tarfile
-import time
 import urllib.request
 import zipfile
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from browser_helpers import free_port, headless_chromium, open_page, served
 from PIL import Image
 
 import noether
@@ -157,51 +156,22 @@ def test_installed_examples_validate_and_render(installed: Installed) -> None:
         assert image.format == "PNG" and max(image.size) >= 64
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def installed_app(installed: Installed, tmp_path: Path) -> Iterator[str]:
     """`noether-explorer app` of the fresh environment on a free port, healthy, and stopped afterwards."""
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "app.log"
     command = [str(installed.venv / "bin" / "noether-explorer"), "app", "--port", str(port)]
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [*command, "--server.fileWatcherType", "none"],
-            cwd=installed.workdir,
-            env=installed.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"noether-explorer app exited with {server.returncode}:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"noether-explorer app was not healthy within {SERVER_START_S:.0f} s:\n{log_path.read_text()}"
-                )
-            time.sleep(0.25)  # polling interval of a bounded health check, not synchronisation by sleeping
+    with served(
+        [*command, "--server.fileWatcherType", "none"],
+        port=port,
+        log_path=log_path,
+        start_s=SERVER_START_S,
+        what="noether-explorer app",
+        cwd=installed.workdir,
+        env=installed.env,
+    ) as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=15)
     log = log_path.read_text()
     # The settings of .streamlit/config.toml hold although the app started in a folder without it: Streamlit says
     # these two things only when headless mode or the usage-statistics choice are not set.
@@ -211,43 +181,15 @@ def installed_app(installed: Installed, tmp_path: Path) -> Iterator[str]:
 def test_installed_app_serves_the_explorer_with_a_chart(installed_app: str) -> None:
     with urllib.request.urlopen(installed_app, timeout=30) as response:
         assert response.status == 200 and b'id="root"' in response.read()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed")
-    executable = _chromium()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    with headless_chromium() as browser:
+        page = open_page(browser, installed_app)
+        page.wait_for_function(
+            "() => document.querySelectorAll('.js-plotly-plot .main-svg').length > 0", timeout=RENDER_MS
         )
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1200})
-            page.goto(installed_app, wait_until="domcontentloaded")
-            page.wait_for_function(
-                "() => document.querySelectorAll('.js-plotly-plot .main-svg').length > 0", timeout=RENDER_MS
-            )
-            assert page.locator('[data-testid="stException"]').count() == 0
-            # The default example, read from the installed package, is what the chart shows.
-            labels = page.evaluate(
-                """() => Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(gd =>
-                    (gd.data || []).flatMap(t => Array.isArray(t.y) ? t.y.map(String) : []))"""
-            )
-            assert any(label.startswith("surface_queries") for label in labels), labels
-        finally:
-            browser.close()
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-    if path is None:
-        _unavailable("chromium is not installed (apt-get install -y chromium)")
-    assert path is not None
-    return path
+        assert page.locator('[data-testid="stException"]').count() == 0
+        # The default example, read from the installed package, is what the chart shows.
+        labels = page.evaluate(
+            """() => Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(gd =>
+                (gd.data || []).flatMap(t => Array.isArray(t.y) ? t.y.map(String) : []))"""
+        )
+        assert any(label.startswith("surface_queries") for label in labels), labels

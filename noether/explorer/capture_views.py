@@ -6,11 +6,13 @@ from typing import Any
 
 from noether.explorer.capture_file import Capture
 from noether.explorer.capture_layers import Layer, Verification, layer_run, verify_layer
+from noether.explorer.layout import TokenLayout
 from noether.explorer.problems import ExplorerError
 from noether.explorer.resources import asset_path
 
 DEMO_CAPTURE_NAME = "demo_capture.safetensors"
-MAX_UPLOAD_CAPTURE_BYTES = 512 * 2**20
+# 500, not 512: the upload widget writes sizes in decimal units, where 512 MiB would read "1GB per file".
+MAX_UPLOAD_CAPTURE_BYTES = 500 * 2**20
 """Largest capture the app accepts as an upload (it is held in memory); larger ones go through the CLI."""
 
 
@@ -56,10 +58,8 @@ def tokens_text(layer: Layer) -> str:
     """Query x key tokens of a layer, e.g. "2,048 x 3,072"."""
     if layer.scenario is None:
         return "–"
-    scenario = layer.scenario
-    queries = sum(spec.size or 0 for spec in scenario.token_specs)
-    keys = sum(scenario.key_size(spec) for spec in scenario.token_specs)
-    return f"{queries:,} x {keys:,}"
+    layout = TokenLayout.from_scenario(layer.scenario)
+    return f"{layout.n_queries:,} x {layout.n_key_tokens:,}"
 
 
 def layer_table(layers: list[Layer], statuses: dict[str, LayerStatus]) -> list[dict[str, Any]]:

@@ -606,7 +606,7 @@ def scenario_summary(scenario: "Scenario") -> str:
     pairs, density = _attended(layout)
     return (
         f"{scenario.attention.kind}, {_count(len(scenario.token_specs), 'group')} ({cached} cached), "
-        f"{_count(layout.n_queries, 'query token')} x {_count(layout.n_keys, 'key')}, "
+        f"{_count(layout.n_queries, 'query token')} x {_count(layout.n_key_tokens, 'key')}, "
         f"{_count(len(scenario.patterns()), 'pattern')}, {_count(pairs, 'attended pair')} "
         f"(sparsity {1.0 - density:.2%})"
     )
@@ -634,7 +634,7 @@ def _attended(layout: Any) -> tuple[int, float]:
             for j in range(len(groups))
             if layout.allowed[i, j]
         )
-        cells = layout.n_queries * layout.n_keys
+        cells = layout.n_queries * layout.n_key_tokens
         return pairs, (pairs / cells if cells else 0.0)
 
 

@@ -78,7 +78,7 @@ def cost_difference(a: CostSummary, b: CostSummary) -> list[dict[str, str]]:
 
     rows = [
         ("query tokens", a.n_queries, b.n_queries, count),
-        ("key tokens", a.n_keys, b.n_keys, count),
+        ("key tokens", a.key_tokens, b.key_tokens, count),
         ("attended pairs (per head and sample)", a.attended_pairs, b.attended_pairs, count),
         ("attention FLOPs", a.attention_flops, b.attention_flops, flops),
         ("projection FLOPs", a.projection_flops, b.projection_flops, flops),

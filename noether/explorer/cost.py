@@ -21,6 +21,9 @@ class CostSummary:
 
     n_queries: int
     n_keys: int
+    """Tokens on the key axis, which the dense and flex backends span (a perceiver's queries included)."""
+    key_tokens: int
+    """Tokens that have keys (a perceiver's queries have none): what the layer attends over."""
     attended_pairs: int
     """(query, key) pairs the patterns attend, padded keys excluded (per batch element and head)."""
     sparsity: float
@@ -49,6 +52,7 @@ def cost_summary(layout: TokenLayout, hidden_dim: int, batch: int, element_bytes
     return CostSummary(
         n_queries=n_q,
         n_keys=n_k,
+        key_tokens=layout.n_key_tokens,
         attended_pairs=mask.total_pairs,
         sparsity=1.0 - mask.density,
         attention_flops=4.0 * batch * mask.total_pairs * hidden_dim,

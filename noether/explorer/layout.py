@@ -38,6 +38,8 @@ class TokenLayout:
     groups: tuple[Group, ...]
     patterns: tuple[AttentionPattern, ...]
     """Patterns as the computing pass applies them (cached groups removed from the query lists)."""
+    perceiver: bool = False
+    """A PerceiverAttention layer: its query group has no keys (keys come from the key/value input alone)."""
 
     @classmethod
     def from_scenario(cls, scenario: Scenario) -> "TokenLayout":
@@ -63,7 +65,7 @@ class TokenLayout:
             key_offset += size
             query_offset += size if queried else 0
         patterns = query_patterns(scenario.patterns(), set(scenario.cached_names()))
-        return cls(groups=tuple(groups), patterns=tuple(patterns))
+        return cls(groups=tuple(groups), patterns=tuple(patterns), perceiver=perceiver)
 
     @cached_property
     def by_name(self) -> dict[str, Group]:
@@ -80,6 +82,14 @@ class TokenLayout:
     @property
     def n_keys(self) -> int:
         return sum(group.size for group in self.groups)
+
+    @property
+    def n_key_tokens(self) -> int:
+        """Tokens the module computes keys for: every group, except a perceiver's queries. The key axis of the maps
+        still lists every group, so that it lines up with the query axis; counts and sparsity use this."""
+        if self.perceiver:
+            return sum(group.size for group in self.groups if group.query_offset is None)
+        return self.n_keys
 
     @property
     def has_cache(self) -> bool:
@@ -184,6 +194,8 @@ class GroupMask:
     """Bool (query groups x key groups)."""
     pairs: np.ndarray
     """Attended (query, key) token pairs per block; padded keys excluded."""
+    key_tokens: int
+    """Tokens with keys (a perceiver's query group has none), the width of the query x key matrix."""
 
     @property
     def total_pairs(self) -> int:
@@ -192,7 +204,7 @@ class GroupMask:
     @property
     def density(self) -> float:
         """Attended fraction of the full query x key matrix."""
-        cells = int(self.query_sizes.sum()) * int(self.key_sizes.sum())
+        cells = int(self.query_sizes.sum()) * self.key_tokens
         return self.total_pairs / cells if cells else 0.0
 
 
@@ -207,4 +219,5 @@ def group_mask(layout: TokenLayout) -> GroupMask:
         key_sizes=np.array([g.size for g in layout.groups], dtype=np.int64),
         allowed=layout.allowed,
         pairs=layout.allowed * np.outer(query_sizes, real_keys),
+        key_tokens=layout.n_key_tokens,
     )

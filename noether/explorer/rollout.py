@@ -172,8 +172,11 @@ class _Walk:
     parked: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     parts: list[RolloutPart] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    entered: dict[str, str] = field(default_factory=dict)
+    """Per live group, the earliest call (so far in the backward walk) that takes it as input."""
 
     def add(self, name: str, mass: torch.Tensor, where: str) -> None:
+        self.entered[name] = where
         if name not in self.live:
             self.live[name] = mass.clone()
         elif self.live[name].shape == mass.shape:
@@ -184,10 +187,11 @@ class _Walk:
             self.notes.append(f"'{name}' has {mass.numel()} tokens at {where} but {self.live[name].numel()} later.")
 
     def freeze(self, where: str) -> None:
+        """End the walk for the live groups: each is kept where it entered the model, ``where`` if unknown."""
         for name, mass in self.live.items():
             if float(mass.sum()) > 0:
-                self.parts.append(RolloutPart(name, where, mass.numpy()))
-        self.live = {}
+                self.parts.append(RolloutPart(name, self.entered.get(name, where), mass.numpy()))
+        self.live, self.entered = {}, {}
 
 
 def attention_rollout(
@@ -239,7 +243,7 @@ def attention_rollout(
                 else:
                     walk.add(name, mass, f"input of {layer.path}")
         if split is not None and split[0] in walk.live:
-            _split_back(walk, *split)
+            _split_back(walk, *split, where=f"input of {layer.path}")
         inputs = {g.name for g in layout.groups if not g.cached}
         for key in [k for k in walk.parked if k[0] == module and k[1] in inputs]:
             walk.add(key[1], walk.parked.pop(key), f"input of {layer.path}")
@@ -320,9 +324,10 @@ def _align_outputs(
     return target.name, parts
 
 
-def _split_back(walk: _Walk, name: str, parts: list[tuple[str, int]]) -> None:
+def _split_back(walk: _Walk, name: str, parts: list[tuple[str, int]], where: str) -> None:
     mass, start = walk.live.pop(name), 0
     for part, size in parts:
+        walk.entered[part] = where
         walk.live[part] = walk.live.get(part, torch.zeros(size, dtype=torch.float64)) + mass[start : start + size]
         start += size
 

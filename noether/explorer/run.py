@@ -350,7 +350,7 @@ class ExplorerRun:
                 name: {part: tensor.to(self.device, self.dtype) for part, tensor in entry.items()}
                 for name, entry in self.captured.kv_cache.items()
             }
-            self._cache["kv_cache"] = (cache, 0.0, ["the KV cache is the one recorded with the layer's call."])
+            self._cache["kv_cache"] = (cache, 0.0, ["The KV cache is the one recorded with the layer's call."])
         if "kv_cache" not in self._cache:
             self.check(self.forward_estimate())
             self._say(0.2, "anchor pass: filling the KV cache", progress)

@@ -792,6 +792,12 @@ def semantic_problems(scenario: Scenario) -> list[Problem]:
     )
 
 
+def _declares_mixed(data: Mapping[str, Any]) -> bool:
+    """The document asks for explicit rules (kind mixed, the default), however the rest of its attention fails."""
+    attention = data.get("attention")
+    return isinstance(attention, Mapping) and attention.get("kind", "mixed") == "mixed"
+
+
 def validate_scenario(data: Any) -> ScenarioReport:
     """Validate a parsed document (a mapping) into a Scenario, collecting every problem at once."""
     if isinstance(data, Scenario):
@@ -828,6 +834,9 @@ def validate_scenario(data: Any) -> ScenarioReport:
     problems += found
     run, found = _check_run(data.get("run"))
     problems += found
+    if attention is None and specs is not None and patterns and run is not None and _declares_mixed(data):
+        # A bad attention section says nothing about the rules: report their problems in the same pass.
+        problems += _pattern_problems(patterns, specs, run, "attention_patterns")
     if attention is None or specs is None or patterns is None or run is None:
         return ScenarioReport(None, problems)
     # The sections parsed; check how they fit together even if something unrelated (a typo'd key) failed.

@@ -14,6 +14,7 @@ from noether.explorer.cost import BackendTiming, CostSummary
 from noether.explorer.guard import format_bytes, format_seconds
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.masks import GroupMask, group_mask, pooled_mask
+from noether.explorer.problems import count as count_of
 from noether.explorer.run import ExplorerRun
 from noether.explorer.scenario import Scenario
 from noether.explorer.weights import WeightResult, pool_dim
@@ -177,7 +178,7 @@ def top_keys(
 
 def cost_table(cost: CostSummary) -> list[dict[str, str]]:
     return [
-        {"quantity": "query tokens x key tokens", "value": f"{cost.n_queries:,} x {cost.n_keys:,}"},
+        {"quantity": "query tokens x key tokens", "value": f"{cost.n_queries:,} x {cost.key_tokens:,}"},
         {"quantity": "attended pairs (per head and sample)", "value": f"{cost.attended_pairs:,}"},
         {"quantity": "sparsity", "value": f"{cost.sparsity:.2%}"},
         {"quantity": "attention FLOPs", "value": f"{cost.attention_flops:.3g}"},
@@ -216,8 +217,10 @@ def scenario_summary(layout: TokenLayout, mask: GroupMask) -> str:
     cached = sum(1 for g in layout.groups if g.cached)
     cache_text = f" ({cached} cached)" if cached else ""
     return (
-        f"{len(layout.groups)} groups{cache_text}, {layout.n_queries:,} query x {layout.n_keys:,} key tokens, "
-        f"{len(layout.patterns)} patterns, {mask.total_pairs:,} attended pairs, sparsity {1 - mask.density:.1%}"
+        f"{count_of(len(layout.groups), 'group')}{cache_text}, {layout.n_queries:,} query x "
+        f"{layout.n_key_tokens:,} key tokens, {count_of(len(layout.patterns), 'pattern')}, "
+        f"{mask.total_pairs:,} attended pairs, "
+        f"sparsity {1 - mask.density:.1%}"
     )
 
 

@@ -95,32 +95,35 @@ def run_editor(draft: dict[str, Any], problems: list[Problem]) -> None:
     )
     args, key = field("seed")
     right.number_input("seed", value=ed.as_int(run.get("seed"), 0), step=1, key=key, on_change=on_field, args=args)
-    args, key = field("inputs")
-    inputs = ed.choice(run.get("inputs", "random"), ("random", "point_cloud"), "random")
-    st.radio(
-        "Inputs",
-        ("random", "point_cloud"),
-        index=("random", "point_cloud").index(inputs),
-        horizontal=True,
-        key=key,
-        on_change=on_field,
-        args=args,
-        help="random: seeded Gaussian features, positions uniform in a box. point_cloud: sin-cos features of "
-        "points on the sample car (or your uploaded cloud).",
-    )
-    args, key = field("weights")
-    weights = ed.choice(run.get("weights", "init"), ("init", "spatial"), "init")
-    st.radio(
-        "Weights",
-        ("init", "spatial"),
-        index=("init", "spatial").index(weights),
-        horizontal=True,
-        key=key,
-        on_change=on_field,
-        args=args,
-        help="init: the module's seeded initialisation. spatial: identity Q/K projections, so attention "
-        "follows feature similarity (proximity for point-cloud inputs). Trained weights replace both.",
-    )
+    # Two-way choices whose first option is the default.
+    for name, label, options, help_text in (
+        (
+            "inputs",
+            "Inputs",
+            ("random", "point_cloud"),
+            "random: seeded Gaussian features, positions uniform in a box. point_cloud: sin-cos features of "
+            "points on the sample car (or your uploaded cloud).",
+        ),
+        (
+            "weights",
+            "Weights",
+            ("init", "spatial"),
+            "init: the module's seeded initialisation. spatial: identity Q/K projections, so attention "
+            "follows feature similarity (proximity for point-cloud inputs). Trained weights replace both.",
+        ),
+    ):
+        args, key = field(name)
+        value = ed.choice(run.get(name, options[0]), options, options[0])
+        st.radio(
+            label,
+            options,
+            index=options.index(value),
+            horizontal=True,
+            key=key,
+            on_change=on_field,
+            args=args,
+            help=help_text,
+        )
     rows = [r for r in ed.group_rows(draft) or [] if r.name and not r.cached]
     if rows:
         st.caption("Padding: trailing tokens of a group that no query may attend (key_padding_mask).")

@@ -101,6 +101,8 @@ def render_model_sidebar() -> None:
         key=key,
         on_change=on_capture_upload,
         args=(key,),
+        # Without it the widget offers the server-wide limit (2 GB, for checkpoints) and the reader then refuses.
+        max_upload_size=MAX_UPLOAD_CAPTURE_BYTES // 2**20,
         help="A .capture.safetensors file recorded with capture_attention(...).save(path) "
         f"(up to {MAX_UPLOAD_CAPTURE_BYTES // 2**20} MB here; larger ones work with the command line).",
     )
