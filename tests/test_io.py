@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import noether.explorer.io as scenario_io
+import noether.explorer.io_yaml as scenario_yaml
 import noether.modeling.modules.attention as modeling_attention
 from noether.core.schemas.modules.attention import AttentionPattern, TokenSpec
 from noether.explorer.capture_file import is_capture_name
@@ -204,8 +205,8 @@ class _CountingFile:
 def work(monkeypatch: pytest.MonkeyPatch) -> ParseWork:
     """Counters of the loader's work, filled in by every load in the test."""
     counted = ParseWork()
-    compose_node = scenario_io._Limits.compose_node
-    node_children = scenario_io._node_children
+    compose_node = scenario_yaml._Limits.compose_node
+    node_children = scenario_yaml._node_children
     construct_object = yaml.constructor.BaseConstructor.construct_object
 
     def counting_compose(self: Any, parent: Any, index: Any) -> Any:
@@ -223,8 +224,8 @@ def work(monkeypatch: pytest.MonkeyPatch) -> ParseWork:
     def counting_open(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> _CountingFile:
         return _CountingFile(open(path, mode, *args, **kwargs), counted)
 
-    monkeypatch.setattr(scenario_io._Limits, "compose_node", counting_compose)
-    monkeypatch.setattr(scenario_io, "_node_children", counting_children)
+    monkeypatch.setattr(scenario_yaml._Limits, "compose_node", counting_compose)
+    monkeypatch.setattr(scenario_yaml, "_node_children", counting_children)
     monkeypatch.setattr(yaml.constructor.BaseConstructor, "construct_object", counting_construct)
     monkeypatch.setattr(scenario_io, "open", counting_open, raising=False)
     return counted
@@ -810,7 +811,7 @@ def test_committed_corpus_holds_no_large_files():
 @pytest.fixture
 def pure_python_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
     """Parse YAML without libyaml, as on installations whose PyYAML lacks it."""
-    monkeypatch.setattr(scenario_io, "_Loader", scenario_io._PythonLoader)
+    monkeypatch.setattr(scenario_yaml, "_Loader", scenario_yaml._PythonLoader)
 
 
 YAML_FILES = [path for path in BAD_FILES + GOOD_FILES if path.suffix in (".yaml", ".yml")]
@@ -819,7 +820,7 @@ YAML_FILES = [path for path in BAD_FILES + GOOD_FILES if path.suffix in (".yaml"
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda path: path.name)
 def test_pure_python_yaml_parser_gives_the_same_verdicts(path: Path, monkeypatch: pytest.MonkeyPatch):
     with_libyaml = load_scenario_file(path)
-    monkeypatch.setattr(scenario_io, "_Loader", scenario_io._PythonLoader)
+    monkeypatch.setattr(scenario_yaml, "_Loader", scenario_yaml._PythonLoader)
     pure = load_scenario_file(path)
     assert pure.ok == with_libyaml.ok
     if "not valid YAML" not in text_of(pure):  # the two parsers word syntax errors differently
