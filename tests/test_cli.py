@@ -434,7 +434,7 @@ def test_unexpected_errors_become_one_line(capsys, monkeypatch: pytest.MonkeyPat
     def broken(scenario: object) -> str:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("noether.explorer.cli.scenario_summary", broken)
+    monkeypatch.setattr("noether.explorer.cli_scenario.scenario_summary", broken)
     code, _, err = run_cli(capsys, "validate", str(SMALL))
     assert code == 1
     assert err == "noether-explorer: internal error (RuntimeError: boom); please report it with the input.\n"

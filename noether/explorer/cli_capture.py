@@ -8,7 +8,21 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from noether.explorer import cli
+from noether.explorer.cli_args import _positive_float
+from noether.explorer.cli_engine import render_run, throttled
+from noether.explorer.cli_output import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    _emit,
+    _err,
+    _out,
+    _print_problems,
+    _printable,
+    _progress,
+)
+from noether.explorer.cli_scenario import _attended, _count
 
 if TYPE_CHECKING:
     from noether.explorer.capture_file import Capture
@@ -27,7 +41,7 @@ def add_capture_info(commands: Any) -> None:
     sub.add_argument("--no-verify", action="store_true", help="skip recomputing the layers (structure only, instant)")
     sub.add_argument(
         "--memory-budget",
-        type=cli._positive_float,
+        type=_positive_float,
         metavar="MB",
         help="largest working memory a layer may use, in MiB (default: the engine's choice)",
     )
@@ -60,8 +74,8 @@ def _usage(args: argparse.Namespace, message: str) -> int:
     parser = getattr(args, "parser", None)
     if parser is not None:
         parser.error(message)
-    cli._err(f"{cli.PROG}: error: {message}")
-    return cli.EXIT_USAGE
+    _err(f"{PROG}: error: {message}")
+    return EXIT_USAGE
 
 
 def _layer_for(args: argparse.Namespace) -> "Layer | int":
@@ -71,7 +85,7 @@ def _layer_for(args: argparse.Namespace) -> "Layer | int":
     from noether.explorer.problems import ExplorerError
 
     if not is_capture_name(args.file):
-        return _usage(args, f"--layer needs a capture file (*.safetensors), got '{cli._printable(args.file)}'")
+        return _usage(args, f"--layer needs a capture file (*.safetensors), got '{_printable(args.file)}'")
     if not args.layer:
         return _usage(args, "a capture holds many layers: give --layer PATH[#N] (capture-info lists them)")
     if getattr(args, "weights", None) is not None:
@@ -79,8 +93,8 @@ def _layer_for(args: argparse.Namespace) -> "Layer | int":
     try:
         return find_layer(_load(args.file), args.layer)
     except ExplorerError as exc:
-        cli._print_problems(args.file, exc.problems)
-        return cli.EXIT_INVALID
+        _print_problems(args.file, exc.problems)
+        return EXIT_INVALID
 
 
 def layer_command(args: argparse.Namespace, action: Callable[..., int] | None = None) -> int:
@@ -91,17 +105,15 @@ def layer_command(args: argparse.Namespace, action: Callable[..., int] | None = 
     layer = _layer_for(args)
     if isinstance(layer, int):
         return layer
-    progress = cli._progress(quiet=args.quiet)
+    progress = _progress(quiet=args.quiet)
     try:
-        run = layer_run(layer, memory_budget_mb=args.memory_budget, progress=cli.throttled(progress))
+        run = layer_run(layer, memory_budget_mb=args.memory_budget, progress=throttled(progress))
         for note in run.notes:
             progress(note)
-        return (action or cli.render_run)(run, args, progress)
+        return (action or render_run)(run, args, progress)
     except ExplorerError as exc:
-        cli._print_problems(
-            f"{args.file}#{layer.id}" if "#" not in layer.id else f"{args.file}: {layer.id}", exc.problems
-        )
-        return cli.EXIT_INVALID
+        _print_problems(f"{args.file}#{layer.id}" if "#" not in layer.id else f"{args.file}: {layer.id}", exc.problems)
+        return EXIT_INVALID
 
 
 def export_layer_command(args: argparse.Namespace, fmt: str) -> int:
@@ -113,7 +125,7 @@ def export_layer_command(args: argparse.Namespace, fmt: str) -> int:
         return layer
     assert layer.scenario is not None
     dump = {"json": dump_json, "yaml": dump_yaml, "python": dump_python}[fmt]
-    return cli._emit(dump(layer.scenario), args.out)
+    return _emit(dump(layer.scenario), args.out)
 
 
 def validate_capture(path: str, quiet: bool) -> bool:
@@ -124,13 +136,13 @@ def validate_capture(path: str, quiet: bool) -> bool:
     try:
         capture = _load(path)
     except ExplorerError as exc:
-        cli._print_problems(path, exc.problems)
+        _print_problems(path, exc.problems)
         return False
     if not quiet:
         layers = capture_layers(capture)
         explorable = sum(layer.explorable for layer in layers)
-        cli._out(
-            f"{cli._printable(path)}: ok: capture, {cli._count(len(layers), 'call')} "
+        _out(
+            f"{_printable(path)}: ok: capture, {_count(len(layers), 'call')} "
             f"({explorable} explorable), {len(capture.manifest.modules)} modules, "
             f"activations {capture.manifest.activations_dtype}"
         )
@@ -149,14 +161,14 @@ def layer_row(layer: "Layer", verification: "Verification | None") -> str:
         for spec in scenario.token_specs
     )
     patterns = "; ".join(f"{'+'.join(p.query_tokens)}->{'+'.join(p.key_value_tokens)}" for p in scenario.patterns())
-    pairs, density = cli._attended(TokenLayout.from_scenario(scenario))
+    pairs, density = _attended(TokenLayout.from_scenario(scenario))
     verified = "not verified"
     if verification is not None:
         verdict = "ok" if verification.ok else "MISMATCH"
         verified = f"max|diff| {verification.max_abs_diff:.1e} {verdict} (tol {verification.tolerance:.0e})"
     return (
         f"{layer.id}  {layer.kind} ({layer.class_name})  batch {scenario.run.batch_size}  groups [{groups}]  "
-        f"patterns [{patterns}]  {cli._count(pairs, 'attended pair')} ({density:.1%})  {verified}"
+        f"patterns [{patterns}]  {_count(pairs, 'attended pair')} ({density:.1%})  {verified}"
     )
 
 
@@ -167,13 +179,13 @@ def capture_info_command(args: argparse.Namespace) -> int:
     try:
         capture = _load(args.file)
     except ExplorerError as exc:
-        cli._print_problems(args.file, exc.problems)
-        return cli.EXIT_INVALID
-    progress = cli._progress(quiet=args.quiet)
+        _print_problems(args.file, exc.problems)
+        return EXIT_INVALID
+    progress = _progress(quiet=args.quiet)
     manifest = capture.manifest
-    cli._out(
-        f"{cli._printable(args.file)}: {cli._count(len(manifest.calls), 'call')} of "
-        f"{cli._count(len(manifest.modules), 'module')}, activations {manifest.activations_dtype}, "
+    _out(
+        f"{_printable(args.file)}: {_count(len(manifest.calls), 'call')} of "
+        f"{_count(len(manifest.modules), 'module')}, activations {manifest.activations_dtype}, "
         f"{capture.size_bytes / 2**20:.1f} MB, positions for {sorted(manifest.positions) or 'no groups'}"
     )
     failed = 0
@@ -186,13 +198,13 @@ def capture_info_command(args: argparse.Namespace) -> int:
                 verification = verify_layer(layer, run, capture.activations_dtype)
             except ExplorerError as exc:
                 failed += 1
-                cli._print_problems(f"{args.file}: {layer.id}", exc.problems)
+                _print_problems(f"{args.file}: {layer.id}", exc.problems)
             else:
                 problem = verification.problem()
                 if problem is not None:
                     failed += 1
-                    cli._print_problems(args.file, [problem])
-        cli._out("  " + cli._printable(layer_row(layer, verification)))
+                    _print_problems(args.file, [problem])
+        _out("  " + _printable(layer_row(layer, verification)))
     if failed:
-        cli._err(f"{cli.PROG}: {failed} layer(s) could not be verified.")
-    return cli.EXIT_INVALID if failed else cli.EXIT_OK
+        _err(f"{PROG}: {failed} layer(s) could not be verified.")
+    return EXIT_INVALID if failed else EXIT_OK

@@ -4,7 +4,18 @@ model draws from, through every recorded call (attention rollout), drawn on the 
 import argparse
 from typing import Any
 
-from noether.explorer import cli
+from noether.explorer.cli_args import _non_negative_int, _positive_float, _render_output
+from noether.explorer.cli_engine import throttled
+from noether.explorer.cli_output import (
+    EXIT_INVALID,
+    EXIT_OK,
+    _err,
+    _out,
+    _print_problems,
+    _printable,
+    _progress,
+    _write_atomically,
+)
 
 
 def add_rollout(commands: Any) -> None:
@@ -18,10 +29,10 @@ def add_rollout(commands: Any) -> None:
     )
     sub.add_argument("file", metavar="FILE", help="capture file (.safetensors)")
     sub.add_argument("--token", required=True, metavar="GROUP:INDEX", help="output token, e.g. surface_queries:0")
-    sub.add_argument("--out", type=cli._render_output, required=True, metavar="OUT.png|OUT.html", help="output file")
-    sub.add_argument("--batch", type=cli._non_negative_int, default=0, help="batch element to follow (default 0)")
+    sub.add_argument("--out", type=_render_output, required=True, metavar="OUT.png|OUT.html", help="output file")
+    sub.add_argument("--batch", type=_non_negative_int, default=0, help="batch element to follow (default 0)")
     sub.add_argument(
-        "--memory-budget", type=cli._positive_float, metavar="MB", help="largest working memory of a layer, in MiB"
+        "--memory-budget", type=_positive_float, metavar="MB", help="largest working memory of a layer, in MiB"
     )
     sub.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
     sub.set_defaults(handler=rollout_command)
@@ -34,7 +45,7 @@ def rollout_command(args: argparse.Namespace) -> int:
     from noether.explorer.problems import ExplorerError
     from noether.explorer.rollout import attention_rollout, chosen_point, parse_token, rollout_points
 
-    progress = cli._progress(quiet=args.quiet)
+    progress = _progress(quiet=args.quiet)
     try:
         group, index = parse_token(args.token)
         capture = load_capture(args.file)
@@ -45,11 +56,11 @@ def rollout_command(args: argparse.Namespace) -> int:
             raise ExplorerError(cli_problem(args.file, "has no explorable call to follow."))
         positions = capture_positions(capture)
         result = attention_rollout(
-            sources, group, index, batch=args.batch, positions=positions, progress=cli.throttled(progress)
+            sources, group, index, batch=args.batch, positions=positions, progress=throttled(progress)
         )
     except ExplorerError as exc:
-        cli._print_problems(args.file, exc.problems)
-        return cli.EXIT_INVALID
+        _print_problems(args.file, exc.problems)
+        return EXIT_INVALID
     xyz, weights, labels, point_notes = rollout_points(result, positions, batch=args.batch)
     for note in result.notes + point_notes:
         progress(note)
@@ -58,16 +69,16 @@ def rollout_command(args: argparse.Namespace) -> int:
     try:
         if args.out.suffix.lower() == ".html":
             figure = rollout_figure(xyz, weights, labels, title, marked)
-            cli._write_atomically(args.out, figure.to_html(include_plotlyjs=True, full_html=True))
+            _write_atomically(args.out, figure.to_html(include_plotlyjs=True, full_html=True))
         else:
-            cli._write_atomically(args.out, rollout_png(xyz, weights, title, marked))
+            _write_atomically(args.out, rollout_png(xyz, weights, title, marked))
     except OSError as exc:
-        cli._err(f"{cli._printable(str(args.out))}: cannot write ({exc.strerror or exc}).")
-        return cli.EXIT_INVALID
-    cli._out(f"{cli._printable(str(args.out))}: {title}; {len(xyz):,} points drawn, total weight {result.total:.6f}")
+        _err(f"{_printable(str(args.out))}: cannot write ({exc.strerror or exc}).")
+        return EXIT_INVALID
+    _out(f"{_printable(str(args.out))}: {title}; {len(xyz):,} points drawn, total weight {result.total:.6f}")
     for part in result.parts:
-        cli._out(f"  {part.group:<20} {part.where:<60} {part.weights.sum():.4f}")
-    return cli.EXIT_OK
+        _out(f"  {part.group:<20} {part.where:<60} {part.weights.sum():.4f}")
+    return EXIT_OK
 
 
 def cli_problem(where: str, message: str) -> Any:
