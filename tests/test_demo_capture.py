@@ -93,6 +93,18 @@ def test_demo_positions_are_the_car() -> None:
     assert float(recorded[..., 0].max() - recorded[..., 0].min()) > 3.5  # metres: a car length
 
 
+def test_inference_perceiver_queries_sit_at_the_recorded_query_positions() -> None:
+    """Its 896 ``queries`` are the next call's surface_queries then volume_queries, whose positions are recorded."""
+    capture = demo()
+    run = layer_run(find_layer(capture, "physics_blocks.0.attn#1"))
+    recorded = capture.positions()
+    expected = torch.cat([recorded[name].float().reshape(-1, 3) for name in ("surface_queries", "volume_queries")])
+    queries = run.layout.by_name["queries"]
+    placed = run.inputs.positions[0, queries.key_offset : queries.key_offset + queries.size]
+    torch.testing.assert_close(placed, expected, rtol=0, atol=0)
+    assert not [note for note in run.notes if "no recorded positions" in note]
+
+
 @pytest.mark.slow
 def test_demo_opens_in_model_mode_and_its_perceiver_layers_show(fresh_caches: None) -> None:
     """The app's Model mode opens the shipped demo; the perceiver layers render in every view."""

@@ -12,8 +12,9 @@ from typing import Any
 import torch
 
 from noether.explorer.capture_file import CallEntry, Capture, tolerance
+from noether.explorer.group_match import joined_groups
 from noether.explorer.inputs import CapturedInputs, token_positions
-from noether.explorer.layout import TokenLayout
+from noether.explorer.layout import Group, TokenLayout
 from noether.explorer.problems import ExplorerError, Problem, did_you_mean
 from noether.explorer.scenario import Scenario, validate_scenario
 
@@ -245,25 +246,53 @@ def _key_axis(
     return torch.cat(xs, dim=1), (torch.cat(fs, dim=1) if freqs is not None else None), known
 
 
-def _positions(capture: Capture, scenario: Scenario, layout: TokenLayout) -> tuple[torch.Tensor, list[str]]:
-    """Recorded coordinates per group on the key axis; groups without them get placeholder positions (noted)."""
+def _points(points: torch.Tensor | None, size: int, batch: int) -> torch.Tensor | None:
+    """(batch, size, 3) float coordinates from recorded ones, or None when they are not one per token."""
+    if points is not None and points.ndim == 2:
+        points = points.expand(batch, -1, -1)
+    if points is None or points.shape[0] != batch or points.shape[1] != size or points.shape[-1] > 3:
+        return None
+    points = points.float()
+    if points.shape[-1] < 3:  # 1-D or 2-D coordinates lie in the first axes of the 3-D view
+        points = torch.cat([points, points.new_zeros(*points.shape[:-1], 3 - points.shape[-1])], dim=-1)
+    return points
+
+
+def _following_groups(capture: Capture, call: CallEntry) -> list[Group]:
+    """Input groups of the call recorded right after ``call``; empty when there is none or it is not explorable."""
+    calls = capture.manifest.calls
+    index = next((i for i, other in enumerate(calls) if other.id == call.id), len(calls))
+    if index + 1 >= len(calls):
+        return []
+    following = layer_of(capture, calls[index + 1])
+    return [] if following.scenario is None else TokenLayout.from_scenario(following.scenario).query_groups
+
+
+def _positions(
+    capture: Capture, call: CallEntry, scenario: Scenario, layout: TokenLayout
+) -> tuple[torch.Tensor, list[str]]:
+    """Recorded coordinates per group on the key axis; groups without them get placeholder positions (noted).
+
+    A group recorded under other names (a perceiver's ``queries`` that are the next call's ``surface_queries`` and
+    ``volume_queries``) is matched as the rollout matches it: :func:`~noether.explorer.group_match.joined_groups`.
+    """
     recorded = capture.positions()
     placeholder = token_positions(scenario, layout)
     batch = scenario.run.batch_size
-    parts, missing = [], []
+    parts, missing, notes = [], [], []
     for group in layout.groups:
-        points = recorded.get(group.name)
-        if points is not None and points.ndim == 2:
-            points = points.expand(batch, -1, -1)
-        if points is None or points.shape[0] != batch or points.shape[1] != group.size or points.shape[-1] > 3:
+        points = _points(recorded.get(group.name), group.size, batch)
+        if points is None and group.query_offset is not None:
+            joined = joined_groups(layout.query_groups, _following_groups(capture, call))
+            pieces = [_points(recorded.get(name), size, batch) for name, size in joined or []]
+            if joined and all(piece is not None for piece in pieces):
+                points = torch.cat(pieces, dim=1)  # type: ignore[arg-type]
+                names = ", ".join(name for name, _ in joined)
+                notes.append(f"'{group.name}' placed at the recorded positions of {names} (the next call's groups).")
+        if points is None:
             missing.append(group.name)
-            parts.append(placeholder[:, group.key_offset : group.key_offset + group.size])
-            continue
-        points = points.float()
-        if points.shape[-1] < 3:  # 1-D or 2-D coordinates lie in the first axes of the 3-D view
-            points = torch.cat([points, points.new_zeros(*points.shape[:-1], 3 - points.shape[-1])], dim=-1)
+            points = placeholder[:, group.key_offset : group.key_offset + group.size]
         parts.append(points)
-    notes = []
     if missing:
         notes.append(
             f"no recorded positions for {missing} (or not one per token): the spatial view places them at random."
@@ -283,7 +312,7 @@ def _captured(
     if freqs is not None and freqs.shape[0] != x.shape[0]:
         freqs = freqs.expand(x.shape[0], -1, -1)
     x_keys, freqs_keys, known = _key_axis(capture, call, layout, x.float(), freqs)
-    positions, notes = _positions(capture, scenario, layout)
+    positions, notes = _positions(capture, call, scenario, layout)
     cache = None
     if call.caches():
         cache = {

@@ -84,17 +84,22 @@ def perceiver_layer(capture: Capture, call: CallEntry) -> Layer:
             k_freqs = q_freqs.new_ones(q_freqs.shape[0], n_kv, q_freqs.shape[-1])
         q_freqs, k_freqs = q_freqs.expand(batch, -1, -1), k_freqs.expand(batch, -1, -1)
         freqs = torch.cat([q_freqs, k_freqs], dim=1)
-    layout = TokenLayout.from_scenario(layer.scenario)
-    positions, notes = _positions(capture, layer.scenario, layout)
-    layer.captured = CapturedInputs(
-        x=torch.cat([q.float(), kv.float()], dim=1),
-        freqs=freqs,
-        positions=positions,
-        state_dict=capture.module_state_dict(call.module),
-        kv_cache=None if cache is None else {PERCEIVER_KV_GROUP: {part: t.float() for part, t in cache.items()}},
-        cached_inputs_known=known,
-        notes=notes,
-    )
+    scenario = layer.scenario
+
+    def make_inputs() -> CapturedInputs:
+        # Built on demand, like the other kinds: placing the queries may read the next call's layer.
+        positions, notes = _positions(capture, call, scenario, TokenLayout.from_scenario(scenario))
+        return CapturedInputs(
+            x=torch.cat([q.float(), kv.float()], dim=1),
+            freqs=freqs,
+            positions=positions,
+            state_dict=capture.module_state_dict(call.module),
+            kv_cache=None if cache is None else {PERCEIVER_KV_GROUP: {part: t.float() for part, t in cache.items()}},
+            cached_inputs_known=known,
+            notes=notes,
+        )
+
+    layer.make_inputs = make_inputs
     layer.output = capture.tensor(call.output)
     layer.notes.append(
         f"a {layer.class_name} call: group '{PERCEIVER_QUERY_GROUP}' (its q) attends to '{PERCEIVER_KV_GROUP}' "

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from noether.explorer.group_match import joined_groups, same_positions
 from noether.explorer.model_overview import LayerSource
 from noether.explorer.problems import ExplorerError, Problem
 from noether.explorer.weights import DEFAULT_CHUNK_BYTES, _logits, _pattern_keys, chunk_rows
@@ -301,18 +302,16 @@ def _align_outputs(
         mine = points.get(group.name)
         if mine is None or mine.shape[0] != group.size:
             continue
-        for name in list(walk.live):
-            other = points.get(name)
-            if other is not None and other.shape == mine.shape and torch.equal(other, mine):
-                walk.live[group.name] = walk.live.pop(name)
-                walk.notes.append(f"'{name}' entered {layer.path} as its group '{group.name}' (same positions).")
-                break
-    if any(g.name in walk.live for g in outputs) or following is None or len(outputs) != 1:
+        name = same_positions(mine, points, list(walk.live))
+        if name is not None:
+            walk.live[group.name] = walk.live.pop(name)
+            walk.notes.append(f"'{name}' entered {layer.path} as its group '{group.name}' (same positions).")
+    if any(g.name in walk.live for g in outputs) or following is None:
+        return None
+    parts = joined_groups(outputs, following.run.layout.query_groups)
+    if parts is None or not any(name in walk.live for name, _ in parts):
         return None
     target = outputs[0]
-    parts = [(g.name, g.size) for g in following.run.layout.query_groups]
-    if sum(size for _, size in parts) != target.size or not any(name in walk.live for name, _ in parts):
-        return None
     pieces = []
     for name, size in parts:
         mass = walk.live.get(name)
