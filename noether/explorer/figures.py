@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from noether.explorer.cost import BackendTiming
 from noether.explorer.figures_maps import (
     MAX_AXIS_LABELS,
+    add_box_layer,
     attended_percent,
     heatmap,
     log_ticks,
@@ -17,7 +18,7 @@ from noether.explorer.figures_maps import (
     mark_query_row,
     mask_figure,
 )
-from noether.explorer.figures_points import MAX_CLOUD_POINTS, point_cloud_figure
+from noether.explorer.figures_points import MAX_CLOUD_POINTS, pick_figure, point_cloud_figure
 from noether.explorer.figures_style import (
     BLOCKED_COLOUR,
     GROUP_COLOURS,
@@ -41,6 +42,7 @@ __all__ = [
     "MUTED_COLOUR",
     "POINT_VALUE_SCALE",
     "SELECTED_COLOUR",
+    "add_box_layer",
     "attended_percent",
     "backend_figure",
     "colour_scale",
@@ -51,6 +53,7 @@ __all__ = [
     "mark_query_row",
     "mask_figure",
     "mass_figure",
+    "pick_figure",
     "point_cloud_figure",
     "row_figure",
 ]

@@ -199,3 +199,25 @@ def mark_query_row(fig: go.Figure, row_bin: int, columns: int) -> go.Figure:
         line={"color": SELECTED_COLOUR, "width": 1.5},
     )
     return fig
+
+
+def add_box_layer(fig: go.Figure, shape: tuple[int, int]) -> go.Figure:
+    """Four invisible, unhoverable points on the corner cells of a map of ``shape`` (rows, columns) cells.
+
+    Plotly offers box select only on charts with a selectable trace, and a heatmap is not one; with this layer the
+    box is drawn and reported with its corners, which are what counts (:func:`noether.explorer.picking.window_of_box`).
+    Only four points, because every point inside a box is sent back to the server with the selection.
+    """
+    last_row, last_col = max(shape[0] - 1, 0), max(shape[1] - 1, 0)
+    fig.add_trace(
+        go.Scatter(
+            x=[0, last_col, 0, last_col],
+            y=[0, 0, last_row, last_row],
+            mode="markers",
+            marker={"size": 1, "opacity": 0},
+            hoverinfo="skip",
+            showlegend=False,
+            name="box select",
+        )
+    )
+    return fig

@@ -1,5 +1,7 @@
 """3-D point-cloud figures: tokens on the geometry coloured by a value or by group, subsampled for payload."""
 
+from collections.abc import Sequence
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -11,6 +13,7 @@ from noether.explorer.figures_style import (
     _label,
     colour_scale,
 )
+from noether.explorer.picking import AXIS_NAMES, PickLayout, project
 
 MAX_CLOUD_POINTS = 20_000
 
@@ -85,5 +88,64 @@ def point_cloud_figure(
         scene={"aspectmode": "data"},
         # Below the scene: on the right it would sit on the colour bar's title.
         legend={"orientation": "h", "yanchor": "top", "y": 0, "xanchor": "left", "x": 0, "itemsizing": "constant"},
+    )
+    return fig
+
+
+def pick_figure(
+    layout: PickLayout,
+    points: Sequence[np.ndarray],
+    plane: tuple[int, int],
+    chosen: tuple[str, int] | None = None,
+    title: str = "",
+) -> go.Figure:
+    """A 2-D view of the candidate tokens for picking by clicking: trace ``i`` is group ``layout.groups[i]`` with the
+    tokens ``layout.shown[i]`` (``points[i]`` holds all of the group's (n, 3) positions); the chosen token is the
+    last trace, so that the group traces keep their numbers."""
+    traces = []
+    for index, (name, shown, xyz) in enumerate(zip(layout.groups, layout.shown, points, strict=True)):
+        x, y = project(np.asarray(xyz)[shown], plane)
+        traces.append(
+            go.Scattergl(
+                x=x.astype(np.float32),
+                y=y.astype(np.float32),
+                mode="markers",
+                name=_label(name),
+                marker={"size": 4, "color": GROUP_COLOURS[index % len(GROUP_COLOURS)]},
+                customdata=shown,
+                hovertemplate=f"{_label(name)}:%{{customdata}}<extra></extra>",
+            )
+        )
+    if chosen is not None and chosen[0] in layout.groups:
+        xyz = np.asarray(points[layout.groups.index(chosen[0])])
+        if 0 <= chosen[1] < len(xyz):
+            x, y = project(xyz[chosen[1] : chosen[1] + 1], plane)
+            traces.append(
+                go.Scattergl(
+                    x=x.astype(np.float32),
+                    y=y.astype(np.float32),
+                    mode="markers",
+                    name="chosen token",
+                    marker={
+                        "size": 14,
+                        "color": SELECTED_COLOUR,
+                        "symbol": "diamond",
+                        "line": {"color": "black", "width": 2},
+                    },
+                    hoverinfo="skip",
+                )
+            )
+    fig = go.Figure(traces)
+    shown_points, total = layout.points, sum(layout.sizes)
+    if shown_points < total:
+        title += f" ({shown_points:,} of {total:,} tokens drawn)"
+    fig.update_layout(
+        title=_label(title),
+        height=460,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        xaxis={"title": AXIS_NAMES[plane[0]]},
+        # Equal scales: the projection keeps the geometry's proportions.
+        yaxis={"title": AXIS_NAMES[plane[1]], "scaleanchor": "x", "scaleratio": 1},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0, "itemsizing": "constant"},
     )
     return fig
