@@ -94,8 +94,10 @@ def _picker(
     if not points:
         st.caption("No output group has recorded positions, so tokens are picked by group and index only.")
         return
-    layout = pick_layout({name: sizes[name] for name in points})
-    fig = pick_figure(layout, list(points.values()), plane, chosen, "Click a token to follow it back")
+    # Big groups first, so that small ones (the anchors) are drawn over them.
+    drawn = sorted(points, key=lambda name: -sizes[name])
+    layout = pick_layout({name: sizes[name] for name in drawn})
+    fig = pick_figure(layout, [points[name] for name in drawn], plane, chosen, "Click a token to follow it back")
     selectable_chart(fig, PICKER, lambda: _on_pick(layout), "points")
     for note in notes:
         st.caption(f"Note: {note}")
