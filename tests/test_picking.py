@@ -231,3 +231,30 @@ def test_a_box_on_the_weights_map_computes_that_window() -> None:
     # Typing a range afterwards is kept (the old box does not come back).
     clean(at.number_input(key="z_q0").set_value(0).run())
     assert at.number_input(key="z_q0").value == 0
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_a_picked_token_and_a_boxed_window_survive_a_visit_to_another_tab() -> None:
+    at = model_mode(TINY)
+    at.session_state["view"] = "Rollout"
+    clean(at.run())
+    select_on_chart(at, "ro_pick", [{"curve_number": 0, "point_number": 3, "point_index": 3}])
+    clean(at.radio(key="ro_plane").set_value("y – z (front)").run())
+    at.session_state["view"] = "Model overview"
+    clean(at.run())
+    at.session_state["view"] = "Rollout"
+    clean(at.run())
+    assert at.selectbox(key="ro_group").value == "surface_anchors"
+    assert at.number_input(key="ro_index").value == 3
+    assert at.radio(key="ro_plane").value == "y – z (front)"
+
+    at.session_state["view"] = "Weights"
+    clean(at.run())
+    select_on_chart(at, "w_map", box={"xref": "x", "yref": "y", "x": [0.6, 2.4], "y": [1.0, 3.0]})
+    window = at.session_state["z_window"]
+    assert window == "1:4,1:3"  # a 6-token layer: one cell per token
+    at.session_state["view"] = "Mask"
+    clean(at.run())
+    at.session_state["view"] = "Weights"
+    clean(at.run())
+    assert (at.number_input(key="z_q0").value, at.number_input(key="z_k1").value) == (1, 3)
