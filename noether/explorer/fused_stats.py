@@ -67,6 +67,9 @@ def _fused(queries: torch.Tensor, keys: torch.Tensor, real: torch.Tensor | None)
         except RuntimeError:
             pass
         else:
+            if real is not None:
+                # The kernel answers a row with no real key with lse 0 (a mass of one) instead of -inf.
+                lse = lse.masked_fill(~real.any(-1).expand_as(lse), float("-inf"))
             return out, lse
     return _materialised(queries, keys, real)
 
