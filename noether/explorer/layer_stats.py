@@ -6,6 +6,7 @@ so the pass costs about one forward and holds no (queries x keys) tensor. A top-
 computed only for the sampled rows, a chunk of scores at a time.
 """
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -13,10 +14,11 @@ from typing import Literal
 import numpy as np
 import torch
 
+from noether.explorer import guard
 from noether.explorer.chunk_stats import masked_scores, top_k_values
 from noether.explorer.fused_stats import KeySegment, row_stats
 from noether.explorer.run import ExplorerRun
-from noether.explorer.weights import DEFAULT_CHUNK_BYTES, _pattern_keys, chunk_rows
+from noether.explorer.weights import DEFAULT_CHUNK_BYTES, Cancelled, _pattern_keys, chunk_rows
 
 HeadChoice = int | Literal["mean"]
 DEFAULT_TOP_K = 8
@@ -90,6 +92,34 @@ class LayerStatistics:
         return np.array([np.nan if s is None else s.error(head) for s in self.top_k_samples])
 
 
+def statistics_estimate(
+    run: ExplorerRun,
+    *,
+    top_k: int = DEFAULT_TOP_K,
+    top_k_rows: int | None = DEFAULT_TOP_K_ROWS,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> guard.Estimate:
+    """Memory and time of :func:`layer_statistics`: about one forward pass, plus the scores of the top-k rows.
+
+    Memory: the keys, a tall query chunk with its per-group outputs, and a chunk of scores with its top-k buffers.
+    """
+    layout, attention = run.layout, run.scenario.attention
+    batch, heads = run.scenario.run.batch_size, attention.num_heads
+    keys = 4 * batch * layout.n_keys * attention.hidden_dim
+    scored = 0
+    if top_k > 0:
+        for group in layout.query_groups:
+            rows = group.size if top_k_rows is None else min(group.size, top_k_rows)
+            pattern_keys = sum(layout.by_name[n].size for n in layout.pattern_of(group.name).key_value_tokens)
+            scored += batch * heads * rows * pattern_keys
+    forward = run.forward_estimate()
+    return guard.Estimate(
+        "the attention statistics of the overview",
+        keys + 5 * chunk_bytes + forward.bytes // 4,
+        forward.seconds + guard.estimate_seconds(run.device, 0.0, scored, row_stats=True),
+    )
+
+
 def _top_k_strata(size: int, rows: int | None, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Rows of a group whose top-k mass is computed, and the stratum size each stands for (one random row per
     equal run of rows; every row when ``rows`` is None or covers the group)."""
@@ -109,6 +139,7 @@ def layer_statistics(
     seed: int = 0,
     fused: bool = True,
     progress: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> LayerStatistics:
     """Group mass, entropy and top-k mass of one layer in a single chunked pass over its query rows.
 
@@ -116,7 +147,8 @@ def layer_statistics(
     (:mod:`noether.explorer.fused_stats`). Top-k mass needs the row's scores, so it is computed from ``top_k_rows``
     stratified random rows per query group (every row when None or when the group is no larger), with a standard
     error. ``fused=False`` computes masses and entropies from materialised scores (the reference).
-    ``progress`` is called with the number of query rows finished so far.
+    ``progress`` is called with the number of query rows finished so far; a set ``cancel`` event stops the pass
+    between chunks (:class:`~noether.explorer.weights.Cancelled`).
     """
     layout, core = run.layout, run.core
     x_queries, freqs_queries, keys = run.x_queries, run.freqs_queries, run.keys()
@@ -149,6 +181,8 @@ def layer_statistics(
         score_rows = chunk_rows(batch, heads, key_tensor.shape[2], 1, chunk_bytes)
         assert group.query_offset is not None
         for start in range(0, group.size, step):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("overview stopped")
             stop = min(group.size, start + step)
             part = slice(group.query_offset + start, group.query_offset + stop)
             freqs = None if freqs_queries is None else freqs_queries[:, part]

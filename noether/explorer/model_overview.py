@@ -8,22 +8,25 @@ its standard error; no pooled maps, no (queries x keys) tensor. The result is a 
 seed), so a caller can keep it and redraw any head or statistic without recomputing.
 """
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
+from noether.explorer import guard
 from noether.explorer.layer_stats import (
     DEFAULT_TOP_K,
     DEFAULT_TOP_K_ROWS,
     HeadChoice,
     LayerStatistics,
     layer_statistics,
+    statistics_estimate,
 )
 from noether.explorer.layout import TokenLayout
 from noether.explorer.run import ExplorerRun
-from noether.explorer.weights import DEFAULT_CHUNK_BYTES, WeightOptions
+from noether.explorer.weights import DEFAULT_CHUNK_BYTES
 
 Progress = Callable[[float, str], None]
 RowStat = Literal["entropy", "top_k_mass"]
@@ -186,6 +189,7 @@ def model_overview(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     seed: int = 0,
     progress: Progress | None = None,
+    cancel: threading.Event | None = None,
 ) -> ModelOverview:
     """Summaries and attention statistics of every call, one chunked pass per layer, in call order.
 
@@ -196,6 +200,7 @@ def model_overview(
         chunk_bytes: Bytes of one chunk of scores (the pass holds about three at once).
         seed: Seed of the top-k row sample (the same seed gives the same overview).
         progress: Called with (fraction done, message) after each chunk; fractions count query rows of all layers.
+        cancel: When set, the pass stops between chunks with :class:`~noether.explorer.weights.Cancelled`.
     """
     total = max(sum(layer.run.layout.n_queries for layer in layers), 1)
     calls, stats, notes = [], [], []
@@ -210,9 +215,15 @@ def model_overview(
                     f"layer {number}/{len(layers)} {layer.path}: {done:,}/{layer.run.layout.n_queries:,} queries",
                 )
 
-        run.check(run.weights_estimate(1, _overview_options(top_k, chunk_bytes)))
+        run.check(statistics_estimate(run, top_k=top_k, top_k_rows=top_k_rows, chunk_bytes=chunk_bytes))
         layer_stats = layer_statistics(
-            run, top_k=top_k, top_k_rows=top_k_rows, chunk_bytes=chunk_bytes, seed=seed + number, progress=report
+            run,
+            top_k=top_k,
+            top_k_rows=top_k_rows,
+            chunk_bytes=chunk_bytes,
+            seed=seed + number,
+            progress=report,
+            cancel=cancel,
         )
         stats.append(layer_stats)
         calls.append(call_summary(layer, layer_stats))
@@ -224,9 +235,16 @@ def model_overview(
     return ModelOverview(calls=calls, layers=stats, top_k=top_k, top_k_rows=top_k_rows, notes=notes)
 
 
-def _overview_options(top_k: int, chunk_bytes: int) -> WeightOptions:
-    """The weight-pass options whose estimate bounds the overview pass (no pooled maps)."""
-    return WeightOptions(max_pooling=False, head_mean_max=False, row_stats=True, top_k=top_k, chunk_bytes=chunk_bytes)
+def overview_estimate(
+    layers: Sequence[LayerSource], *, top_k: int = DEFAULT_TOP_K, top_k_rows: int | None = DEFAULT_TOP_K_ROWS
+) -> guard.Estimate:
+    """The whole overview's time (summed over layers) and memory (the largest layer's)."""
+    parts = [statistics_estimate(layer.run, top_k=top_k, top_k_rows=top_k_rows) for layer in layers]
+    return guard.Estimate(
+        f"the overview of {len(layers)} calls",
+        max((p.bytes for p in parts), default=0),
+        sum(p.seconds for p in parts),
+    )
 
 
 def call_table(overview: ModelOverview) -> list[dict[str, object]]:
