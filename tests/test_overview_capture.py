@@ -213,3 +213,9 @@ def test_overview_command_refuses_a_bad_file(tmp_path: Path, capsys: pytest.Capt
     assert cli_main(["overview", str(bad), "-q"]) == 1
     err = capsys.readouterr().err
     assert "bad.safetensors" in err and "Traceback" not in err
+
+
+def test_overview_command_default_sample_is_the_librarys() -> None:
+    from noether.explorer import cli_overview, layer_stats
+
+    assert cli_overview.DEFAULT_TOP_K_ROWS == layer_stats.DEFAULT_TOP_K_ROWS

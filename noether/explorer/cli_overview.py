@@ -31,9 +31,12 @@ def _overview_output(text: str) -> Any:
     return path
 
 
-def add_overview(commands: Any) -> None:
-    from noether.explorer.model_overview import DEFAULT_TOP_K_ROWS
+DEFAULT_TOP_K_ROWS = 64
+"""The library's default (``layer_stats.DEFAULT_TOP_K_ROWS``, a test keeps them equal), written out because building
+the parser must not import torch."""
 
+
+def add_overview(commands: Any) -> None:
     sub = commands.add_parser(
         "overview",
         help="attention statistics of every recorded call of a capture (mass by group, entropy, top-k mass)",
