@@ -301,3 +301,26 @@ def test_top_k_strata_pick_one_row_in_each_stratum(size: int, rows: int | None, 
     assert strata.sum() == size and (strata >= 1).all()
     starts = np.concatenate([[0], np.cumsum(strata)[:-1]])
     assert ((picked >= starts) & (picked < starts + strata)).all()
+
+
+def test_without_the_fused_kernel_the_pass_still_holds_one_chunk_of_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On devices without the CPU kernel the scores come back, but never more than one chunk of them at once."""
+    from noether.explorer import fused_stats
+
+    n, chunk = 800, 2**15
+    layer = LayerSource(
+        "blocks.0",
+        "self",
+        ExplorerRun(layer_doc({"surface_anchors": n}, [(["surface_anchors"], ["surface_anchors"])])),
+    )
+    layer.run.keys()
+    expected = layer_statistics(layer.run, top_k_rows=None)
+    monkeypatch.setattr(fused_stats, "_CPU_FLASH", None)
+    monkeypatch.setattr(fused_stats, "FALLBACK_CHUNK_BYTES", chunk)
+    with LargestTensor() as mode:
+        stats = layer_statistics(layer.run, top_k_rows=None, chunk_bytes=chunk)
+    keys = 2 * n * 8 * 4  # the pattern's keys (heads x tokens x head_dim), gathered once per group
+    assert mode.largest <= max(chunk, keys) and 20 * max(chunk, keys) < 2 * n * n * 4
+    np.testing.assert_allclose(stats.group_mass, expected.group_mass, atol=1e-6)
+    np.testing.assert_allclose(stats.entropy, expected.entropy, atol=1e-5)
+    np.testing.assert_allclose(stats.top_k_mass, expected.top_k_mass, atol=1e-6)

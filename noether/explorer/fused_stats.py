@@ -19,6 +19,8 @@ import torch
 
 from noether.explorer.chunk_stats import masked_scores
 
+FALLBACK_CHUNK_BYTES = 4 * 2**20
+"""Scores built at once by the fallback without the fused kernel."""
 _CPU_FLASH = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
@@ -47,10 +49,19 @@ class RowStats:
 def _materialised(
     queries: torch.Tensor, keys: torch.Tensor, real: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention output (values = keys) and log-sum-exp from explicit scores: the reference and the fallback."""
-    logits = masked_scores(queries, keys, real)
-    lse = torch.logsumexp(logits, dim=-1)
-    return torch.softmax(logits, dim=-1) @ keys, lse
+    """Attention output (values = keys) and log-sum-exp from explicit scores: the reference and the fallback.
+
+    The caller's query chunks are sized for the fused kernel (no scores), so the scores are built a few rows at a
+    time here, within :data:`FALLBACK_CHUNK_BYTES`.
+    """
+    batch_heads = queries.shape[:-2].numel()
+    step = max(1, FALLBACK_CHUNK_BYTES // max(1, 4 * batch_heads * keys.shape[-2]))
+    outs, lses = [], []
+    for block in queries.split(step, dim=-2):
+        logits = masked_scores(block, keys, real)
+        lses.append(torch.logsumexp(logits, dim=-1))
+        outs.append(torch.softmax(logits, dim=-1) @ keys)
+    return torch.cat(outs, dim=-2), torch.cat(lses, dim=-1)
 
 
 def _additive(real: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
