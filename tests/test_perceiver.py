@@ -161,7 +161,9 @@ def test_perceiver_run_layout_forward_and_exact_weights(device: torch.device) ->
     run = ExplorerRun(perceiver_doc(device=device.type))
     layout = run.layout
     assert [g.name for g in layout.query_groups] == ["surface_queries"]
-    assert (layout.n_queries, layout.n_keys) == (40, 70)
+    # The key axis holds only what the queries attend to: the 30 key/value tokens, not the query group.
+    assert (layout.n_queries, layout.n_keys, layout.n_inputs) == (40, 30, 70)
+    assert [g.name for g in layout.key_groups] == ["geometry"]
     module = run.module
     assert isinstance(module, PerceiverAttention)
     x, freqs = run.inputs.x, run.inputs.freqs
@@ -173,19 +175,19 @@ def test_perceiver_run_layout_forward_and_exact_weights(device: torch.device) ->
     # Unpooled map (budget above the token counts) = the softmax the module applies, with zeros outside the pattern.
     result = run.weights(pixels=128)
     assert result.rows.exact and result.cols.exact
+    assert result.mean.shape[-2:] == (40, 30) and result.received.shape[-1] == 30
     with torch.no_grad():
         queries = module.project_queries(x[:, :40], freqs[:, :40])
         keys, _ = module.project_keys_values(x[:, 40:], freqs[:, 40:])
         probs = torch.softmax(queries @ keys.transpose(-1, -2) / module.head_dim**0.5, dim=-1).cpu()
-    torch.testing.assert_close(result.mean[..., 40:], probs, atol=1e-5, rtol=0)
-    assert float(result.mean[..., :40].abs().max()) == 0.0  # queries never attend to their own group
-    torch.testing.assert_close(run.exact_row(7)[..., 40:], probs[:, :, 7], atol=1e-5, rtol=0)
-    torch.testing.assert_close(result.group_mass[..., 1], torch.ones(1, 2, 1))
+    torch.testing.assert_close(result.mean, probs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(run.exact_row(7), probs[:, :, 7], atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.group_mass, torch.ones(1, 2, 1, 1))
 
 
 def test_perceiver_run_with_cached_keys_values_matches_one_pass() -> None:
     run = ExplorerRun(perceiver_doc(kv_size=None, kv_cache_sizes={"geometry": 25}))
-    assert run.layout.has_cache and run.layout.n_keys == 65
+    assert run.layout.has_cache and run.layout.n_keys == 25
     check = run.kv_cache_check()
     assert check is not None and check.cached_groups == ["geometry"]
     assert check.equal, check.max_abs_diff

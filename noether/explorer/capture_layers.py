@@ -291,7 +291,7 @@ def _positions(
                 notes.append(f"'{group.name}' placed at the recorded positions of {names} (the next call's groups).")
         if points is None:
             missing.append(group.name)
-            points = placeholder[:, group.key_offset : group.key_offset + group.size]
+            points = placeholder[:, group.input_span]
         parts.append(points)
     if missing:
         notes.append(

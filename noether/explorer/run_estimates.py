@@ -30,8 +30,13 @@ class RunEstimates:
         return PoolGrid.fit(self.layout.n_queries, pixels), PoolGrid.fit(self.layout.n_keys, pixels)
 
     def cost(self) -> CostSummary:
+        attention = self.scenario.attention
         return cost_summary(
-            self.layout, self.scenario.attention.hidden_dim, self.scenario.run.batch_size, self._element_bytes
+            self.layout,
+            attention.hidden_dim,
+            self.scenario.run.batch_size,
+            self._element_bytes,
+            kv_dim=(attention.model_extra or {}).get("kv_dim"),
         )
 
     @property
@@ -43,14 +48,14 @@ class RunEstimates:
         per_token = 3 * attention.hidden_dim * 4 + 3 * 4  # features with their fp32 intermediates, positions
         if attention.use_rope:
             per_token += (attention.head_dim or 0) * 4  # complex64 rotations, head_dim // 2 of them
-        inputs = self.scenario.run.batch_size * self.layout.n_keys * per_token
+        inputs = self.scenario.run.batch_size * self.layout.n_inputs * per_token
         # About ten floating-point operations per byte of features (sine-cosine waves, RoPE rotations).
         return guard.Estimate("building the inputs", inputs, guard.estimate_seconds(self.device, 10.0 * inputs))
 
     def forward_estimate(self) -> guard.Estimate:
         cost = self.cost()
         batch, hidden = self.scenario.run.batch_size, self.scenario.attention.hidden_dim
-        activations = 8 * batch * self.layout.n_keys * hidden * self._element_bytes + cost.per_pattern_bytes
+        activations = 8 * batch * self.layout.n_inputs * hidden * self._element_bytes + cost.per_pattern_bytes
         return guard.Estimate(
             "the forward pass",
             activations,
