@@ -84,3 +84,80 @@ def test_perceiver_layer_uses_recorded_positions_and_supports_every_view(capture
     assert row.shape == (2, HEADS, LATENTS)  # the key axis holds the key/value tokens only
     torch.testing.assert_close(row.sum(-1), torch.ones(2, HEADS))
     assert all(t.available for t in run.backends(repeats=1, include=("mixed", "dense")))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# kv_dim != hidden_dim: the key/value input is narrower (or wider) than the queries
+# ----------------------------------------------------------------------------------------------------------------------
+
+KV_DIM = 12
+
+
+class NarrowGeometryReader(nn.Module):
+    """A perceiver whose geometry encoding has KV_DIM features, not HIDDEN; a second call reads the first's cache."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        config = PerceiverAttentionConfig(hidden_dim=HIDDEN, num_heads=HEADS, use_rope=True, kv_dim=KV_DIM)
+        self.perceiver = PerceiverAttention(config)
+
+    def forward(
+        self, queries: torch.Tensor, geometry: torch.Tensor, q_freqs: torch.Tensor, k_freqs: torch.Tensor
+    ) -> torch.Tensor:
+        first, cache = self.perceiver(queries, geometry, q_freqs=q_freqs, k_freqs=k_freqs)
+        second, _ = self.perceiver(first[:, :10], None, q_freqs=q_freqs[:, :10], kv_cache=cache)
+        return second
+
+
+@pytest.fixture(scope="module")
+def narrow_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(1)
+    model = NarrowGeometryReader().eval()
+    rope = RopeFrequency(RopeFrequencyConfig(hidden_dim=HIDDEN // HEADS, input_dim=3, implementation="complex"))
+    query_points, latent_points = torch.rand(2, QUERIES, 3), torch.rand(2, LATENTS, 3)
+    queries, geometry = torch.randn(2, QUERIES, HIDDEN) * 2, torch.randn(2, LATENTS, KV_DIM) * 2
+    with torch.no_grad(), capture_attention(model) as cap:
+        model(queries, geometry, rope(query_points * 20), rope(latent_points * 20))
+    path = tmp_path_factory.mktemp("narrow") / "narrow.capture.safetensors"
+    cap.save(path)
+    return path
+
+
+def test_a_perceiver_with_its_own_kv_dim_is_explorable_and_reproduces_its_outputs(narrow_capture: Path) -> None:
+    capture = load_capture(narrow_capture)
+    assert capture.manifest.modules["perceiver"].config["kv_dim"] == KV_DIM
+    layers = capture_layers(capture)
+    assert [layer.id for layer in layers] == ["perceiver#0", "perceiver#1"]
+    for layer in layers:
+        assert layer.explorable, layer.reason
+        assert layer.scenario is not None and layer.scenario.attention.model_extra["kv_dim"] == KV_DIM
+        run = layer_run(layer)
+        verification = verify_layer(layer, run, capture.activations_dtype)
+        assert verification.ok and verification.max_abs_diff <= 1e-5, verification
+    check = layer_run(find_layer(capture, "perceiver#1")).kv_cache_check()
+    assert check is not None and check.equal, check
+
+
+def test_a_narrow_kv_perceivers_weights_are_its_softmax_over_the_key_value_tokens(narrow_capture: Path) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    capture = load_capture(narrow_capture)
+    run = layer_run(find_layer(capture, "perceiver#0"))
+    module = run.module
+    assert isinstance(module, PerceiverAttention) and module.k.in_features == KV_DIM
+    q = capture.tensors[capture.manifest.calls[0].inputs["q"] or ""]
+    kv = capture.tensors[capture.manifest.calls[0].inputs["kv"] or ""]
+    q_freqs = capture.tensor(capture.manifest.calls[0].inputs.get("q_freqs"))
+    k_freqs = capture.tensor(capture.manifest.calls[0].inputs.get("k_freqs"))
+    with torch.no_grad():
+        keys, _ = module.project_keys_values(kv, k_freqs)
+        probs = torch.softmax(module.project_queries(q, q_freqs) @ keys.transpose(-1, -2) / module.head_dim**0.5, -1)
+    result = run.weights(pixels=128)
+    assert result.mean.shape[-2:] == (QUERIES, LATENTS)
+    torch.testing.assert_close(result.mean, probs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(run.exact_row(5), probs[:, :, 5], atol=1e-5, rtol=0)
+    assert all(t.available and (t.max_abs_diff or 0.0) <= 1e-5 for t in run.backends(repeats=1, include=("mixed",)))
+    # The cost table's projection FLOPs are what torch counts for the recorded call (its linear layers).
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(q, kv, q_freqs=q_freqs, k_freqs=k_freqs)
+    assert run.cost().projection_flops == counter.get_total_flops()

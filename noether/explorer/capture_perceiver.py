@@ -39,6 +39,17 @@ def _perceiver_filling_call(
     return None
 
 
+def _side_by_side(q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+    """q's tokens then kv's on one input axis; with kv_dim != hidden_dim the narrower one's rows are zero-padded
+    (each projection reads only its leading features)."""
+    width = max(q.shape[-1], kv.shape[-1])
+
+    def widened(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t, t.new_zeros(*t.shape[:-1], width - t.shape[-1])], dim=-1)
+
+    return torch.cat([widened(q), widened(kv)], dim=1)
+
+
 @converter("perceiver")
 def perceiver_layer(capture: Capture, call: CallEntry) -> Layer:
     """A PerceiverAttention call: its queries as one group, its keys/values (or their cache) as the other."""
@@ -75,7 +86,8 @@ def perceiver_layer(capture: Capture, call: CallEntry) -> Layer:
     if cache is not None:
         filled = _perceiver_filling_call(capture, call, cache["k"])
         known = filled is not None
-        kv, k_freqs = filled if filled is not None else (q.new_zeros(batch, n_kv, q.shape[-1]), None)
+        kv_features = int(config.get("kv_dim") or q.shape[-1])
+        kv, k_freqs = filled if filled is not None else (q.new_zeros(batch, n_kv, kv_features), None)
     assert kv is not None
     use_rope = bool(attention.get("use_rope"))
     freqs = None
@@ -90,7 +102,7 @@ def perceiver_layer(capture: Capture, call: CallEntry) -> Layer:
         # Built on demand, like the other kinds: placing the queries may read the next call's layer.
         positions, notes = _positions(capture, call, scenario, TokenLayout.from_scenario(scenario))
         return CapturedInputs(
-            x=torch.cat([q.float(), kv.float()], dim=1),
+            x=_side_by_side(q.float(), kv.float()),
             freqs=freqs,
             positions=positions,
             state_dict=capture.module_state_dict(call.module),

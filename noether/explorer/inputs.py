@@ -107,6 +107,20 @@ def cloud_shortfalls(layout: TokenLayout, cloud: dict[str, np.ndarray]) -> list[
     ]
 
 
+def key_value_features(scenario: Scenario) -> int:
+    """Features of the tokens keys/values are projected from: a perceiver's ``kv_dim`` (default hidden_dim), else
+    hidden_dim. Input tensors are as wide as the wider of this and hidden_dim; each group's rows are zero beyond
+    its own width, and each projection reads the leading features it takes."""
+    attention = scenario.attention
+    kv_dim = (attention.model_extra or {}).get("kv_dim") if attention.kind == "perceiver" else None
+    return int(kv_dim or attention.hidden_dim)
+
+
+def _sincos(positions: torch.Tensor, features: int) -> torch.Tensor:
+    embed = ContinuousSincosEmbed(ContinuousSincosEmbeddingConfig(hidden_dim=features, input_dim=3))
+    return embed(positions * POSITION_SCALE)
+
+
 def build_inputs(
     scenario: Scenario,
     layout: TokenLayout,
@@ -116,13 +130,24 @@ def build_inputs(
 ) -> Inputs:
     """Features (seeded Gaussian, or sin-cos of positions), positions and RoPE frequencies for every input token."""
     attention = scenario.attention
+    hidden, kv_features = attention.hidden_dim, key_value_features(scenario)
+    width = max(hidden, kv_features)
+    # A perceiver's key/value group has kv_dim features; every other group hidden_dim.
+    narrower = {g.name: kv_features for g in layout.key_groups} if layout.perceiver and kv_features != hidden else {}
     positions = token_positions(scenario, layout, cloud)
     if scenario.run.inputs == "point_cloud":
-        embed = ContinuousSincosEmbed(ContinuousSincosEmbeddingConfig(hidden_dim=attention.hidden_dim, input_dim=3))
-        x = embed(positions * POSITION_SCALE)
+        x = _sincos(positions, hidden)
+        if narrower:
+            x = torch.cat([x, x.new_zeros(*x.shape[:-1], width - hidden)], dim=-1)
+            for name, features in narrower.items():
+                span = layout.by_name[name].input_span
+                x[:, span] = 0.0
+                x[:, span, :features] = _sincos(positions[:, span], features)
     else:
         generator = torch.Generator().manual_seed(scenario.run.seed)
-        x = torch.randn(scenario.run.batch_size, layout.n_inputs, attention.hidden_dim, generator=generator)
+        x = torch.randn(scenario.run.batch_size, layout.n_inputs, width, generator=generator)
+        for group in layout.groups:
+            x[:, group.input_span, narrower.get(group.name, hidden) :] = 0.0
     freqs = None
     if attention.use_rope:
         assert attention.head_dim is not None

@@ -23,7 +23,7 @@ class RunBackends:
             keys, values = cache[kv.name]["k"], cache[kv.name]["v"]
         else:
             freqs = None if self.inputs.freqs is None else key_slice(self.layout, kv.name, self.inputs.freqs)
-            keys, values = self.module.project_keys_values(key_slice(self.layout, kv.name, self.inputs.x), freqs)
+            keys, values = self.module.project_keys_values(key_slice(self.layout, kv.name, self.x_keys), freqs)
         queries = self.module.project_queries(self.x_queries, self.freqs_queries)
         return GroupTensors(q={query.name: queries}, k={kv.name: keys}, v={kv.name: values})
 

@@ -6,6 +6,7 @@ import torch
 
 from noether.explorer import guard
 from noether.explorer.cost import CostSummary, cost_summary
+from noether.explorer.inputs import key_value_features
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.scenario import Scenario
 from noether.explorer.weights import WeightOptions
@@ -36,7 +37,7 @@ class RunEstimates:
             attention.hidden_dim,
             self.scenario.run.batch_size,
             self._element_bytes,
-            kv_dim=(attention.model_extra or {}).get("kv_dim"),
+            kv_dim=key_value_features(self.scenario),
         )
 
     @property
@@ -45,7 +46,8 @@ class RunEstimates:
 
     def setup_estimate(self) -> guard.Estimate:
         attention = self.scenario.attention
-        per_token = 3 * attention.hidden_dim * 4 + 3 * 4  # features with their fp32 intermediates, positions
+        width = max(attention.hidden_dim, key_value_features(self.scenario))
+        per_token = 3 * width * 4 + 3 * 4  # features with their fp32 intermediates, positions
         if attention.use_rope:
             per_token += (attention.head_dim or 0) * 4  # complex64 rotations, head_dim // 2 of them
         inputs = self.scenario.run.batch_size * self.layout.n_inputs * per_token
