@@ -161,3 +161,69 @@ def test_a_narrow_kv_perceivers_weights_are_its_softmax_over_the_key_value_token
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         module(q, kv, q_freqs=q_freqs, k_freqs=k_freqs)
     assert run.cost().projection_flops == counter.get_total_flops()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# attn_mask: a mask over the key/value tokens (the same for every query and head) is a per-sample key mask
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class MaskedReader(nn.Module):
+    """Calls with a bool key mask, an additive 0/-inf key mask, a mask that varies by query, and a cached call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        config = PerceiverAttentionConfig(hidden_dim=HIDDEN, num_heads=HEADS, kv_dim=KV_DIM)
+        self.perceiver = PerceiverAttention(config)
+
+    def forward(self, queries: torch.Tensor, geometry: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
+        keys_only, additive, by_query = masks
+        out, cache = self.perceiver(queries, geometry, attn_mask=keys_only)
+        out = out + self.perceiver(queries, geometry, attn_mask=additive)[0]
+        out = out + self.perceiver(queries, geometry, attn_mask=by_query)[0]
+        return out + self.perceiver(queries, None, attn_mask=keys_only, kv_cache=cache)[0]
+
+
+@pytest.fixture(scope="module")
+def masked_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(2)
+    model = MaskedReader().eval()
+    queries, geometry = torch.randn(2, QUERIES, HIDDEN), torch.randn(2, LATENTS, KV_DIM)
+    # Sample 0 keeps its first 15 latents, sample 1 every other one: not trailing padding.
+    keys_only = torch.ones(2, 1, 1, LATENTS, dtype=torch.bool)
+    keys_only[0, ..., 15:] = False
+    keys_only[1, ..., 1::2] = False
+    additive = torch.zeros(2, 1, 1, LATENTS).masked_fill(~keys_only, float("-inf"))
+    by_query = torch.ones(QUERIES, LATENTS, dtype=torch.bool).tril()
+    with torch.no_grad(), capture_attention(model) as cap:
+        model(queries, geometry, [keys_only, additive, by_query])
+    path = tmp_path_factory.mktemp("masked") / "masked.capture.safetensors"
+    cap.save(path)
+    return path
+
+
+def test_a_perceiver_call_masking_keys_is_explorable_and_reproduces_its_output(masked_capture: Path) -> None:
+    capture = load_capture(masked_capture)
+    layers = {layer.id: layer for layer in capture_layers(capture)}
+    for layer_id in ("perceiver#0", "perceiver#1"):
+        layer = layers[layer_id]
+        assert layer.explorable, layer.reason
+        run = layer_run(layer)
+        verification = verify_layer(layer, run, capture.activations_dtype)
+        assert verification.ok and verification.max_abs_diff <= 1e-5, verification
+        # Masked keys get no weight; every query's weights still sum to 1 over the real ones.
+        result = run.weights(pixels=128)
+        assert float(result.mean[0, ..., 15:].abs().max()) == 0.0
+        assert float(result.mean[1, ..., 1::2].abs().max()) == 0.0
+        torch.testing.assert_close(result.mean.sum(-1), torch.ones(2, HEADS, QUERIES))
+        row = run.exact_row(4)
+        assert float(row[0, :, 15:].abs().max()) == 0.0 and float(row[1, :, 1::2].abs().max()) == 0.0
+        timings = run.backends(repeats=1, include=("mixed", "dense"))
+        assert all(t.available and t.max_abs_diff is not None and t.max_abs_diff <= 1e-5 for t in timings), timings
+
+
+def test_perceiver_masks_the_explorer_cannot_represent_say_why(masked_capture: Path) -> None:
+    layers = {layer.id: layer for layer in capture_layers(load_capture(masked_capture))}
+    by_query, cached = layers["perceiver#2"], layers["perceiver#3"]
+    assert not by_query.explorable and "varies by query or head" in (by_query.reason or "")
+    assert not cached.explorable and "kv_cache" in (cached.reason or "") and "attn_mask" in (cached.reason or "")

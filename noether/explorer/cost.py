@@ -145,6 +145,21 @@ def _stack_axes(layout: TokenLayout, groups: GroupTensors) -> tuple[torch.Tensor
     return q, k, v
 
 
+def _with_key_masks(mask: torch.Tensor, layout: TokenLayout, key_masks: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """The layout's (queries x keys) mask, narrowed per sample by key masks it does not know (recorded ones)."""
+    if not key_masks:
+        return mask
+    batch = next(iter(key_masks.values())).shape[0]
+    real = torch.cat(
+        [
+            key_masks[g.name].to(mask.device) if g.name in key_masks else mask.new_ones(batch, g.size)
+            for g in layout.key_groups
+        ],
+        dim=1,
+    )
+    return mask[None, None] & real[:, None, None, :]
+
+
 def _mixed_output(
     core: MixedAttention, layout: TokenLayout, groups: GroupTensors, key_masks: dict[str, torch.Tensor] | None
 ) -> torch.Tensor:
@@ -195,7 +210,7 @@ def time_backends(
         else:
             report(0.3, "timing one dense masked SDPA call")
             q, k, v = _stack_axes(layout, groups)
-            mask = dense_mask(layout, device)
+            mask = _with_key_masks(dense_mask(layout, device), layout, key_masks)
             seconds, out = _median_time(
                 lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), device, repeats
             )

@@ -177,7 +177,7 @@ class ExplorerRun(RunEstimates, RunKVCache, RunBackends):
         padding: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Any]:
         if isinstance(self.module, PerceiverAttention):
-            return _call_perceiver(self.module, x, specs, freqs, kv_cache)
+            return _call_perceiver(self.module, x, specs, freqs, kv_cache, padding)
         if isinstance(self.module, MixedAttention):
             return self.module(
                 x, specs, self.scenario.patterns(), key_padding_mask=padding, freqs=freqs, kv_cache=kv_cache
