@@ -160,6 +160,16 @@ def _with_key_masks(mask: torch.Tensor, layout: TokenLayout, key_masks: dict[str
     return mask[None, None] & real[:, None, None, :]
 
 
+def _layout_has(layout: TokenLayout, key_masks: dict[str, torch.Tensor] | None) -> bool:
+    """Whether the key masks are the layout's own trailing padding (so that a mask built from groups includes them)."""
+    for name, mask in (key_masks or {}).items():
+        group = layout.by_name[name]
+        expected = (torch.arange(group.size, device=mask.device) < group.real_keys).expand_as(mask)
+        if not torch.equal(mask.bool(), expected):
+            return False
+    return True
+
+
 def _mixed_output(
     core: MixedAttention, layout: TokenLayout, groups: GroupTensors, key_masks: dict[str, torch.Tensor] | None
 ) -> torch.Tensor:
@@ -226,6 +236,8 @@ def time_backends(
             del mask, q, k, v, out
     if "flex" in include:
         reason = refuse("flex")
+        if not _layout_has(layout, key_masks):
+            reason = "the recorded key mask differs per sample; the block mask is built from the groups alone."
         if reason:
             results.append(BackendTiming("FlexAttention", False, note=reason))
         else:
