@@ -21,7 +21,8 @@ class Inputs:
     a perceiver's queries included: they are its ``q``)."""
 
     x: torch.Tensor
-    """(batch, input tokens, hidden_dim) token features."""
+    """(batch, input tokens, features) token features: hidden_dim of them, or for a perceiver whose kv_dim differs
+    the wider of the two, each group's rows zero beyond its own width (see :func:`key_value_features`)."""
     positions: torch.Tensor
     """(batch, input tokens, 3) positions in metres (sample point cloud, or uniform in a box for random inputs)."""
     freqs: torch.Tensor | None
