@@ -171,10 +171,10 @@ def row_figure(values: np.ndarray, layout: TokenLayout, title: str) -> go.Figure
             hovertemplate="key %{x}: %{y:.4g}<extra></extra>",
         )
     )
-    for index, group in enumerate(layout.groups):
+    for index, group in enumerate(layout.key_groups):
         fig.add_vrect(
-            x0=group.key_offset,
-            x1=group.key_offset + group.size,
+            x0=group.key_span.start,
+            x1=group.key_span.stop,
             opacity=0.08,
             line_width=0,
             fillcolor=GROUP_COLOURS[index % len(GROUP_COLOURS)],

@@ -159,7 +159,7 @@ def propagate(
             coefficient = mass[chosen] / (0.5 * head_mean.sum(-1) + 0.5)
             spread = 0.5 * (coefficient @ head_mean)
             for seg in segments:
-                name = layout.groups[seg.index].name
+                name = layout.key_groups[seg.index].name
                 result[name] += spread[seg.start : seg.start + seg.size]
             result[group.name].index_add_(0, chosen, 0.5 * coefficient)
     return result

@@ -1,6 +1,9 @@
 """One scenario prepared on a device: module, inputs and layout, with every result computed on demand and kept.
 
 Views that only change what is shown (head, pooling, batch element) read the kept results; nothing recomputes.
+Building and calling the module lives in :mod:`run_modules`, the estimates and the guard in :mod:`run_estimates`,
+the KV-cache passes in :mod:`run_kvcache` and the backends comparison in :mod:`run_backends`; this module
+re-exports their public names so that importers keep one place.
 """
 
 import math
@@ -17,7 +20,6 @@ from torch import nn
 from noether.core.schemas.modules.attention import TokenSpec
 from noether.explorer import guard
 from noether.explorer.checkpoint import load_into, select_attention_weights
-from noether.explorer.cost import BackendTiming, CostSummary, cost_summary, time_backends
 from noether.explorer.devices import DeviceChoice, resolve_device, resolve_dtype
 from noether.explorer.inputs import (
     CapturedInputs,
@@ -26,35 +28,34 @@ from noether.explorer.inputs import (
     cloud_shortfalls,
     key_padding_mask,
     key_real_mask,
-    key_slice,
+    key_value_features,
     query_rows,
 )
-from noether.explorer.layout import PoolGrid, TokenLayout
+from noether.explorer.layout import TokenLayout
 from noether.explorer.problems import ExplorerError, Problem
+from noether.explorer.run_backends import RunBackends
+from noether.explorer.run_estimates import DEFAULT_PIXELS, RunEstimates
+from noether.explorer.run_kvcache import KVCacheCheck, RunKVCache
+from noether.explorer.run_modules import _build_module, _call_perceiver, core_of
 from noether.explorer.sampling import PREVIEW_ELEMENTS, preview_weight_maps
-from noether.explorer.scenario import ANCHOR_CONFIGS, Scenario, validate_scenario
+from noether.explorer.scenario import Scenario, validate_scenario
 from noether.explorer.weights import WeightOptions, WeightResult, attention_weight_maps, exact_row, group_keys
 from noether.explorer.window import Window, check_window, window_weights
-from noether.modeling.modules.attention import (
-    CrossAnchorAttention,
-    JointAnchorAttention,
-    MixedAttention,
-    MixedAttentionConfig,
-    PerceiverAttention,
-    PerceiverAttentionConfig,
-    SelfAnchorAttention,
-)
-from noether.modeling.modules.attention.anchor_attention import GroupTensors
+from noether.modeling.modules.attention import MixedAttention, PerceiverAttention
+
+__all__ = [
+    "DEFAULT_PIXELS",
+    "SPATIAL_SCORE",
+    "ExplorerRun",
+    "ForwardResult",
+    "KVCacheCheck",
+    "Progress",
+    "core_of",
+]
 
 Progress = Callable[[float, str], None]
-DEFAULT_PIXELS = 1024
 SPATIAL_SCORE = 8.0
 """Score of a token with itself under "spatial" weights: sharp enough that proximity shows, soft enough to blend."""
-_ANCHOR_MODULES = {
-    "self_anchor": SelfAnchorAttention,
-    "cross_anchor": CrossAnchorAttention,
-    "joint_anchor": JointAnchorAttention,
-}
 
 
 @dataclass(frozen=True)
@@ -65,64 +66,7 @@ class ForwardResult:
     seconds: float
 
 
-@dataclass(frozen=True)
-class KVCacheCheck:
-    """The two-pass run (anchor pass fills the cache, query pass reads it) against one pass over all tokens."""
-
-    cached_groups: list[str]
-    query_groups: list[str]
-    max_abs_diff: float
-    tolerance: float
-    """Agreement expected of the run's dtype (1e-5 in fp32/fp64; reduced precision needs more)."""
-    anchor_pass_seconds: float
-    query_pass_seconds: float
-    single_pass_seconds: float
-    notes: list[str]
-
-    @property
-    def equal(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
-
-
-def _build_module(scenario: Scenario) -> nn.Module:
-    attention = scenario.attention
-    config = attention.model_dump(exclude={"kind"})
-    if attention.kind == "mixed":
-        return MixedAttention(MixedAttentionConfig(**config))
-    if attention.kind == "perceiver":
-        return PerceiverAttention(PerceiverAttentionConfig(**config))
-    return _ANCHOR_MODULES[attention.kind](ANCHOR_CONFIGS[attention.kind](**config))
-
-
-def core_of(module: nn.Module) -> MixedAttention:
-    """The module whose projections the weight views use: a MixedAttention (anchor modules keep theirs as
-    ``mixed_attention``) or a PerceiverAttention, which offers the same ``project_queries``/``project_keys_values``."""
-    if isinstance(module, MixedAttention | PerceiverAttention):
-        return module  # type: ignore[return-value]
-    return module.mixed_attention  # type: ignore[return-value]
-
-
-def _call_perceiver(
-    module: PerceiverAttention,
-    x: torch.Tensor,
-    specs: list[TokenSpec],
-    freqs: torch.Tensor | None,
-    kv_cache: dict | None,
-) -> tuple[torch.Tensor, Any]:
-    """Run a perceiver on the group layout: ``x`` holds the query group, then the key/value group unless cached."""
-    query_spec, kv_spec = specs
-    n_queries = query_spec.size or 0
-    q_freqs = None if freqs is None else freqs[:, :n_queries]
-    if kv_spec.size is None:
-        assert kv_cache is not None
-        out, _ = module(x[:, :n_queries], None, q_freqs=q_freqs, kv_cache=kv_cache[kv_spec.name])
-        return out, None
-    k_freqs = None if freqs is None else freqs[:, n_queries:]
-    out, cache = module(x[:, :n_queries], x[:, n_queries:], q_freqs=q_freqs, k_freqs=k_freqs)
-    return out, {kv_spec.name: cache}
-
-
-class ExplorerRun:
+class ExplorerRun(RunEstimates, RunKVCache, RunBackends):
     """A validated scenario with its module and inputs on the chosen device; results are memoised."""
 
     def __init__(
@@ -197,9 +141,6 @@ class ExplorerRun:
         if report is not None:
             report(fraction, message)
 
-    def check(self, estimate: guard.Estimate) -> None:
-        guard.check(estimate, self.memory_budget, self.time_budget_s)
-
     def _seeded_module(self) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.scenario.run.seed)
@@ -236,7 +177,7 @@ class ExplorerRun:
         padding: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Any]:
         if isinstance(self.module, PerceiverAttention):
-            return _call_perceiver(self.module, x, specs, freqs, kv_cache)
+            return _call_perceiver(self.module, x, specs, freqs, kv_cache, padding)
         if isinstance(self.module, MixedAttention):
             return self.module(
                 x, specs, self.scenario.patterns(), key_padding_mask=padding, freqs=freqs, kv_cache=kv_cache
@@ -260,118 +201,17 @@ class ExplorerRun:
 
     @property
     def x_queries(self) -> torch.Tensor:
-        return query_rows(self.layout, self.inputs.x)
+        """Features of the query-axis tokens, as wide as the query projection reads (hidden_dim)."""
+        return query_rows(self.layout, self.inputs.x)[..., : self.scenario.attention.hidden_dim]
+
+    @property
+    def x_keys(self) -> torch.Tensor:
+        """Input-axis features as wide as the key/value projections read (a perceiver's kv_dim, else hidden_dim)."""
+        return self.inputs.x[..., : key_value_features(self.scenario)]
 
     @property
     def freqs_queries(self) -> torch.Tensor | None:
         return None if self.inputs.freqs is None else query_rows(self.layout, self.inputs.freqs)
-
-    # ---------------------------------------------------------------- estimates
-
-    @property
-    def _element_bytes(self) -> int:
-        return self.dtype.itemsize
-
-    def setup_estimate(self) -> guard.Estimate:
-        attention = self.scenario.attention
-        per_token = 3 * attention.hidden_dim * 4 + 3 * 4  # features with their fp32 intermediates, positions
-        if attention.use_rope:
-            per_token += (attention.head_dim or 0) * 4  # complex64 rotations, head_dim // 2 of them
-        inputs = self.scenario.run.batch_size * self.layout.n_keys * per_token
-        # About ten floating-point operations per byte of features (sine-cosine waves, RoPE rotations).
-        return guard.Estimate("building the inputs", inputs, guard.estimate_seconds(self.device, 10.0 * inputs))
-
-    def forward_estimate(self) -> guard.Estimate:
-        cost = self.cost()
-        batch, hidden = self.scenario.run.batch_size, self.scenario.attention.hidden_dim
-        activations = 8 * batch * self.layout.n_keys * hidden * self._element_bytes + cost.per_pattern_bytes
-        return guard.Estimate(
-            "the forward pass",
-            activations,
-            guard.estimate_seconds(self.device, cost.attention_flops + cost.projection_flops),
-        )
-
-    def weights_estimate(self, pixels: int, options: WeightOptions) -> guard.Estimate:
-        batch, heads = self.scenario.run.batch_size, self.scenario.attention.num_heads
-        rows, cols = self.grids(pixels)
-        maps = 4 * batch * heads * rows.bins * cols.bins * (1 + options.max_pooling) + 4 * batch * rows.bins * cols.bins
-        keys = 4 * batch * self.layout.n_keys * self.scenario.attention.hidden_dim
-        received = 4 * batch * heads * self.layout.n_keys
-        chunk = 3 * max(options.chunk_bytes, 4 * batch * heads * self.layout.n_keys)
-        cost = self.cost()
-        elements = batch * heads * cost.attended_pairs
-        projections = 2.0 * batch * self.layout.n_queries * self.scenario.attention.hidden_dim**2
-        return guard.Estimate(
-            "the attention-weight maps",
-            maps + keys + received + chunk + self.forward_estimate().bytes // 4,
-            guard.estimate_seconds(self.device, projections, elements, row_stats=options.row_stats),
-        )
-
-    def dense_estimate(self) -> guard.Estimate:
-        cost = self.cost()
-        batch, heads = self.scenario.run.batch_size, self.scenario.attention.num_heads
-        scores = 0 if self.device.type == "cpu" else 4 * batch * heads * cost.n_queries * cost.n_keys
-        return guard.Estimate(
-            "one dense masked SDPA call",
-            cost.dense_mask_bytes + cost.dense_float_mask_bytes + scores + self.forward_estimate().bytes,
-            guard.estimate_seconds(
-                self.device, 4.0 * batch * cost.n_queries * cost.n_keys * self.scenario.attention.hidden_dim
-            ),
-        )
-
-    def flex_estimate(self) -> guard.Estimate:
-        """Stacked Q/K/V of the whole axes plus the tile tables of the block mask (built from the groups)."""
-        cost = self.cost()
-        batch, hidden = self.scenario.run.batch_size, self.scenario.attention.hidden_dim
-        stacked = 4 * batch * hidden * (2 * cost.n_queries + 2 * cost.n_keys)
-        tiles = 16 * (cost.n_queries // 128 + 1) * (cost.n_keys // 128 + 1)
-        return guard.Estimate(
-            "FlexAttention over the whole axes",
-            stacked + tiles + self.forward_estimate().bytes,
-            guard.estimate_seconds(self.device, cost.attention_flops),
-        )
-
-    # ---------------------------------------------------------------- results
-
-    def grids(self, pixels: int = DEFAULT_PIXELS) -> tuple[PoolGrid, PoolGrid]:
-        return PoolGrid.fit(self.layout.n_queries, pixels), PoolGrid.fit(self.layout.n_keys, pixels)
-
-    def cost(self) -> CostSummary:
-        return cost_summary(
-            self.layout, self.scenario.attention.hidden_dim, self.scenario.run.batch_size, self._element_bytes
-        )
-
-    def kv_cache(self, progress: Progress | None = None) -> dict[str, dict[str, torch.Tensor]] | None:
-        """The cache of the cached groups, filled by an anchor pass over all groups (None without cached groups)."""
-        if not self.layout.has_cache:
-            return None
-        if "kv_cache" not in self._cache and self.captured is not None and self.captured.kv_cache is not None:
-            cache = {
-                name: {part: tensor.to(self.device, self.dtype) for part, tensor in entry.items()}
-                for name, entry in self.captured.kv_cache.items()
-            }
-            self._cache["kv_cache"] = (cache, 0.0, ["The KV cache is the one recorded with the layer's call."])
-        if "kv_cache" not in self._cache:
-            self.check(self.forward_estimate())
-            self._say(0.2, "anchor pass: filling the KV cache", progress)
-            start = time.perf_counter()
-            with torch.no_grad():
-                _, cache = self._call(self.inputs.x, self.anchor_specs, self.inputs.freqs)
-            cache = dict(cache or {})
-            notes = []
-            for group in self.layout.groups:
-                if group.cached and group.name not in cache:
-                    # MixedAttention caches only groups named "*_anchor*"; project the others the same way.
-                    freqs = None if self.inputs.freqs is None else key_slice(self.layout, group.name, self.inputs.freqs)
-                    with torch.no_grad():
-                        k, v = self.core.project_keys_values(key_slice(self.layout, group.name, self.inputs.x), freqs)
-                    cache[group.name] = {"k": k, "v": v}
-                    notes.append(
-                        f"'{group.name}' has no '_anchor' in its name, so MixedAttention's new_kv_cache "
-                        "omits it; its keys/values were projected with the same module."
-                    )
-            self._cache["kv_cache"] = (cache, time.perf_counter() - start, notes)
-        return self._cache["kv_cache"][0]
 
     def forward(self, progress: Progress | None = None) -> ForwardResult:
         """The module's output on the scenario (the query pass when groups are cached)."""
@@ -395,7 +235,7 @@ class ExplorerRun:
         if "keys" not in self._cache:
             with torch.no_grad():
                 self._cache["keys"] = group_keys(
-                    self.core, self.layout, self.inputs.x, self.inputs.freqs, self.kv_cache(progress)
+                    self.core, self.layout, self.x_keys, self.inputs.freqs, self.kv_cache(progress)
                 )
         return self._cache["keys"]
 
@@ -507,99 +347,3 @@ class ExplorerRun:
             )
         x, freqs = self._query_inputs()
         return exact_row(self.core, self.layout, x, freqs, self.keys(), row, key_real=self.key_real())
-
-    def kv_cache_check(self, progress: Progress | None = None) -> KVCacheCheck | None:
-        """Run anchor pass + query pass and compare the query outputs with one pass over all tokens."""
-        if not self.layout.has_cache:
-            return None
-        if self.captured is not None and not self.captured.cached_inputs_known:
-            raise ExplorerError(
-                Problem(
-                    "KV cache",
-                    "the capture holds this call's incoming cache but not the pass that filled it, so the single pass "
-                    "over all tokens cannot be rebuilt.",
-                    "Record the filling pass too (same capture_attention block), or compare via the verified output.",
-                )
-            )
-        if "kv_check" not in self._cache:
-            query_pass = self.forward(progress)
-            _, anchor_seconds, notes = self._cache["kv_cache"]
-            self._say(0.8, "single pass over all tokens for comparison", progress)
-            start = time.perf_counter()
-            with torch.no_grad():
-                full, _ = self._call(self.inputs.x, self.anchor_specs, self.inputs.freqs)
-            single_seconds = time.perf_counter() - start
-            expected = query_rows(self.layout, full.float().cpu())
-            self._cache["kv_check"] = KVCacheCheck(
-                cached_groups=[g.name for g in self.layout.groups if g.cached],
-                query_groups=[g.name for g in self.layout.query_groups],
-                max_abs_diff=float((query_pass.output - expected).abs().max()) if expected.numel() else 0.0,
-                tolerance=1e-5 if self.dtype in (torch.float32, torch.float64) else 2e-2,
-                anchor_pass_seconds=anchor_seconds,
-                query_pass_seconds=query_pass.seconds,
-                single_pass_seconds=single_seconds,
-                notes=notes,
-            )
-        return self._cache["kv_check"]
-
-    def _project_groups(self, cache: dict[str, dict[str, torch.Tensor]] | None) -> GroupTensors:
-        if not isinstance(self.module, PerceiverAttention):
-            return self.core.project_groups(self.x_queries, list(self.scenario.token_specs), self.freqs_queries, cache)
-        query, kv = self.layout.groups
-        if kv.cached:
-            assert cache is not None
-            keys, values = cache[kv.name]["k"], cache[kv.name]["v"]
-        else:
-            freqs = None if self.inputs.freqs is None else key_slice(self.layout, kv.name, self.inputs.freqs)
-            keys, values = self.module.project_keys_values(key_slice(self.layout, kv.name, self.inputs.x), freqs)
-        queries = self.module.project_queries(self.x_queries, self.freqs_queries)
-        return GroupTensors(q={query.name: queries}, k={kv.name: keys}, v={kv.name: values})
-
-    def _pattern_core(self) -> MixedAttention:
-        """A MixedAttention whose per-pattern SDPA path times the attention (it uses no weights of its own)."""
-        if not isinstance(self.module, PerceiverAttention):
-            return self.core
-        attention = self.scenario.attention
-        config = MixedAttentionConfig(hidden_dim=attention.hidden_dim, num_heads=attention.num_heads)
-        return MixedAttention(config).to(self.device).eval()
-
-    def backends(
-        self,
-        repeats: int = 3,
-        include: tuple[str, ...] = ("mixed", "dense", "flex"),
-        progress: Progress | None = None,
-    ) -> list[BackendTiming]:
-        """Measured attention time of per-pattern MixedAttention, dense masked SDPA and FlexAttention."""
-        key = ("backends", repeats, include)
-        if key not in self._cache:
-            self.check(self.forward_estimate())
-            cache = self.kv_cache(progress)
-            padding = self.padding_mask()
-            with torch.no_grad():
-                groups = self._project_groups(cache)
-                key_masks = None
-                if padding is not None:
-                    key_masks = {
-                        g.name: padding[:, g.query_offset : g.query_offset + g.size] for g in self.layout.query_groups
-                    }
-
-                def refuse(name: str) -> str | None:
-                    estimate = self.dense_estimate() if name == "dense" else self.flex_estimate()
-                    try:
-                        self.check(estimate)
-                    except ExplorerError as exc:
-                        return str(exc.problems[0])
-                    return None
-
-                self._cache[key] = time_backends(
-                    self._pattern_core(),
-                    self.layout,
-                    groups,
-                    key_masks,
-                    self.device,
-                    repeats,
-                    include,
-                    progress or self.progress,
-                    refuse,
-                )
-        return self._cache[key]
