@@ -24,7 +24,8 @@ from noether.explorer.picking import (
     shown_tokens,
     window_of_box,
 )
-from noether.explorer.window import Window
+from noether.explorer.ui.context import DISPLAY_BINS
+from noether.explorer.window import Window, parse_window
 
 TINY = Path(__file__).parent / "corpus" / "good" / "tiny.capture.safetensors"
 
@@ -228,7 +229,15 @@ def test_a_box_on_the_weights_map_computes_that_window() -> None:
     window = at.session_state["z_window"]
     q, k = window.split(",")
     assert any(f"window queries {q} x keys {k}" in t for t in titles), titles
-    # Typing a range afterwards is kept (the old box does not come back).
+    # A box on the window's own map narrows it (its cells are relative to the window's first tokens).
+    first = parse_window(window)
+    inner = {"xref": "x", "yref": "y", "x": [10.4, 20.6], "y": [3.5, 7.5]}
+    select_on_chart(at, "zoom_map", box=inner)
+    grid = (PoolGrid.fit(first.rows, DISPLAY_BINS), PoolGrid.fit(first.cols, DISPLAY_BINS))
+    narrowed = window_of_box({"selection": {"box": [inner]}}, grid, (first.q0, first.k0))
+    assert narrowed is not None and first.q0 < narrowed.q0 < narrowed.q1 < first.q1
+    assert at.session_state["z_window"] == str(narrowed)
+    # Typing a range afterwards is kept (the old boxes do not come back).
     clean(at.number_input(key="z_q0").set_value(0).run())
     assert at.number_input(key="z_q0").value == 0
 

@@ -13,7 +13,7 @@ from noether.explorer.ui.state import problem_lines, ss
 from noether.explorer.ui.widgets import batch_picker, chart, ensure, guarded, query_picker, selectable_chart
 from noether.explorer.window import Window, check_window, parse_window
 
-WINDOW, MAP = "z_window", "w_map"
+WINDOW, MAP, ZOOM_MAP = "z_window", "w_map", "zoom_map"
 Q0, Q1, K0, K1 = "z_q0", "z_q1", "z_k0", "z_k1"
 
 # Pixels per axis of the small maps when all heads are shown side by side.
@@ -86,7 +86,7 @@ def _weights_view(ctx: Context) -> None:
         fig = add_box_layer(map_figure(spec), spec.values.shape)
         if row is not None:
             mark_query_row(fig, spec.grid[0].bin_of(row), spec.values.shape[1])
-        selectable_chart(fig, MAP, lambda: _on_box(spec.grid), "box")
+        selectable_chart(fig, MAP, lambda: _on_box(spec.grid, MAP), "box")
         st.caption(
             "Drag a box on the map to compute that window exactly (below); the chart's zoom tool magnifies instead."
         )
@@ -141,7 +141,9 @@ def _zoom(ctx: Context, batch: int, head: views.HeadChoice, pooling: views.Pooli
             st.error(problem_lines(exc.problems, ctx.draft))
             return
         spec = views.weights_map(result, layout, DISPLAY_BINS, batch, head, pooling, log=log_colour)
-        chart(map_figure(spec), key="zoom_map")
+        # A box on the window's map narrows the window further, down to one cell per token pair.
+        fig = add_box_layer(map_figure(spec), spec.values.shape)
+        selectable_chart(fig, ZOOM_MAP, lambda: _on_box(spec.grid, ZOOM_MAP, result.origin), "box")
 
 
 def _window_inputs(layout: TokenLayout) -> None:
@@ -155,9 +157,9 @@ def _window_inputs(layout: TokenLayout) -> None:
         ss[key] = min(max(int(ss.get(key, first)), low), high)
 
 
-def _on_box(grid: tuple[PoolGrid, PoolGrid]) -> None:
-    """Runs before the rerun that a box on the map causes: its window fills the typed ranges and is computed."""
-    window = window_of_box(ss.get(MAP), grid)
+def _on_box(grid: tuple[PoolGrid, PoolGrid], key: str, origin: tuple[int, int] = (0, 0)) -> None:
+    """Runs before the rerun that a box on a map causes: its window fills the typed ranges and is computed."""
+    window = window_of_box(ss.get(key), grid, origin)
     if window is not None:
         ss[Q0], ss[Q1], ss[K0], ss[K1] = window.q0, window.q1, window.k0, window.k1
         ss[WINDOW] = str(window)
