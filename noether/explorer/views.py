@@ -44,6 +44,7 @@ from noether.explorer.views_maps import (
 from noether.explorer.views_tokens import (
     attended_keys,
     on_tokens,
+    query_points,
     query_row,
     query_token_index,
     received_weights,
@@ -81,6 +82,7 @@ __all__ = [
     "preview_note",
     "query_axis",
     "query_group_table",
+    "query_points",
     "query_row",
     "query_token_index",
     "received_weights",

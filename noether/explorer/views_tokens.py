@@ -63,3 +63,9 @@ def token_positions(run: ExplorerRun, batch: int) -> np.ndarray:
     """(input tokens, 3) positions of every group's tokens (cached ones and a perceiver's queries included) of
     batch element ``batch``."""
     return run.inputs.positions[batch].double().numpy()
+
+
+def query_points(layout: TokenLayout, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """(tokens, 3) positions of every query group that has tokens, by group name in query-axis order: the candidates
+    for picking a query token by clicking (``positions`` are :func:`token_positions`, on the input axis)."""
+    return {g.name: positions[g.input_span] for g in layout.query_groups if g.size > 0}

@@ -1,16 +1,22 @@
-"""The Spatial view: token positions coloured by group or by attention."""
+"""The Spatial view: token positions coloured by group or by attention; the query token is picked by group and index
+or by clicking it on a 2-D view of the tokens."""
 
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
 from noether.explorer import editing as ed
 from noether.explorer import views
-from noether.explorer.figures import point_cloud_figure
+from noether.explorer.figures import pick_figure, point_cloud_figure
 from noether.explorer.inputs import short_of_points
+from noether.explorer.layout import TokenLayout
+from noether.explorer.picking import PLANES, PickLayout, pick_layout, picked_token
 from noether.explorer.ui.context import Context, compute_weights, needs_run
 from noether.explorer.ui.state import CLOUD, ss
-from noether.explorer.ui.widgets import batch_picker, chart, ensure, guarded, query_picker
+from noether.explorer.ui.widgets import batch_picker, chart, ensure, guarded, query_picker, selectable_chart
+
+PLANE, PICKER = "v_spatial_plane", "v_spatial_pick"
 
 
 @st.fragment
@@ -72,6 +78,7 @@ def _spatial_view(ctx: Context) -> None:
         row = query_picker(ctx)
         if row is None:
             return
+        _picker(layout, positions, row, seed)
         group, index = layout.query_group_at(row)
         values, _ = views.on_tokens(layout, views.row_weights(run, row, batch, head))
         attended, _ = views.on_tokens(layout, views.attended_keys(layout, row))
@@ -98,3 +105,26 @@ def _spatial_view(ctx: Context) -> None:
         caption = "Sum of the weights all query tokens give each key token."
     chart(fig)
     st.caption(caption)
+
+
+def _picker(layout: TokenLayout, positions: np.ndarray, row: int, seed: int) -> None:
+    """The query tokens in 2-D: a click on one sets the query group and index above (plotly cannot select points of a
+    3-D scatter, so the picking happens on this projection)."""
+    ensure(PLANE, list(PLANES), next(iter(PLANES)))
+    st.radio("Pick on the view", list(PLANES), key=PLANE, horizontal=True, help="Which two axes the picker shows.")
+    points = views.query_points(layout, positions)
+    # Big groups first, so that small ones (the anchors) are drawn over them.
+    drawn = sorted(points, key=lambda name: -len(points[name]))
+    picks = pick_layout({name: len(points[name]) for name in drawn}, seed=seed)
+    group, index = layout.query_group_at(row)
+    title = "Click a query token to pick it"
+    fig = pick_figure(picks, [points[name] for name in drawn], PLANES[ss[PLANE]], (group.name, index), title)
+    selectable_chart(fig, PICKER, lambda: _on_pick(picks), "points")
+
+
+def _on_pick(picks: PickLayout) -> None:
+    """Runs before the rerun that a click causes: the clicked token becomes the query group and index (nothing else
+    changes, and a later edit of the index box is not undone by the old click)."""
+    token = picked_token(ss.get(PICKER), picks)
+    if token is not None:
+        ss["v_qgroup"], ss["v_qindex"] = token
