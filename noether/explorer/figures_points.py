@@ -33,11 +33,14 @@ def point_cloud_figure(
     muted: np.ndarray | None = None,
     highlight: int | None = None,
     seed: int = 0,
+    legend: tuple[str, str] = ("attended", "not attended"),
+    muted_colour: str = MUTED_COLOUR,
 ) -> go.Figure:
     """Points in 3-D coloured by ``values`` (e.g. attention) or by group ``labels``; subsampled for payload.
 
-    ``muted`` (bool per point, with ``values``) draws those points in light grey instead of by value, for points the
-    values do not concern (keys a query may not attend), so that the colour scale spans the others only.
+    ``muted`` (bool per point, with ``values``) draws those points in ``muted_colour`` instead of by value, for points
+    the values do not concern (keys a query may not attend), so that the colour scale spans the others only;
+    ``legend`` names the coloured and the muted points.
     """
     n = len(positions)
     keep = np.arange(n)
@@ -49,7 +52,7 @@ def point_cloud_figure(
     if values is not None:
         shown = np.ones(len(keep), dtype=bool) if muted is None else ~np.asarray(muted, dtype=bool)[keep]
         if not shown.all():
-            traces.append(_markers(pts[~shown], "not attended", {"size": 2, "color": MUTED_COLOUR}, hoverinfo="skip"))
+            traces.append(_markers(pts[~shown], legend[1], {"size": 2, "color": muted_colour}, hoverinfo="skip"))
         marker = {
             "size": 2,
             "color": values[keep][shown].astype(np.float32),
@@ -58,7 +61,7 @@ def point_cloud_figure(
             "colorscale": colour_scale(POINT_VALUE_SCALE),
             "colorbar": {"title": {"text": "attention"}},
         }
-        name = "tokens" if muted is None else "attended"
+        name = "tokens" if muted is None else legend[0]
         traces.append(_markers(pts[shown], name, marker, hovertemplate="%{marker.color:.4g}<extra></extra>"))
     else:
         names = np.asarray(labels if labels is not None else ["tokens"] * n)[keep]

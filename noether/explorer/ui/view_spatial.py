@@ -8,7 +8,7 @@ import streamlit as st
 
 from noether.explorer import editing as ed
 from noether.explorer import views
-from noether.explorer.figures import pick_figure, point_cloud_figure
+from noether.explorer.figures import KEYLESS_COLOUR, pick_figure, point_cloud_figure
 from noether.explorer.inputs import short_of_points
 from noether.explorer.layout import TokenLayout
 from noether.explorer.picking import PLANES, PickLayout, pick_layout, picked_token
@@ -17,6 +17,8 @@ from noether.explorer.ui.state import CLOUD, ss
 from noether.explorer.ui.widgets import batch_picker, chart, ensure, guarded, query_picker, selectable_chart
 
 PLANE, PICKER = "v_spatial_plane", "v_spatial_pick"
+RECEIVED_LEGEND = ("keys", "queries (not keys)")
+"""In "received" mode: the key tokens coloured by what they receive, and the tokens that are no key at all."""
 
 
 @st.fragment
@@ -100,9 +102,20 @@ def _spatial_view(ctx: Context) -> None:
             return
         values, keyless = views.on_tokens(layout, views.received_weights(result, batch, head))
         fig = point_cloud_figure(
-            positions, "Attention received by each key token", values=values, muted=keyless, seed=seed
+            positions,
+            "Attention received by each key token",
+            values=values,
+            muted=keyless,
+            seed=seed,
+            legend=RECEIVED_LEGEND,
+            muted_colour=KEYLESS_COLOUR,
         )
         caption = "Sum of the weights all query tokens give each key token."
+        if keyless is not None:
+            caption += (
+                f" The {RECEIVED_LEGEND[1]} are not on the key axis at all (only the key/value groups are), so no "
+                "attention can reach them."
+            )
     chart(fig)
     st.caption(caption)
 
