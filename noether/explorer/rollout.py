@@ -36,7 +36,23 @@ import torch
 from noether.explorer.group_match import joined_groups, same_positions
 from noether.explorer.model_overview import LayerSource
 from noether.explorer.problems import ExplorerError, Problem
+from noether.explorer.rollout_positions import chosen_point, pickable_points, positions_of, rollout_points
 from noether.explorer.weights import DEFAULT_CHUNK_BYTES, _logits, _pattern_keys, chunk_rows
+
+__all__ = [
+    "EXPLANATION",
+    "RolloutPart",
+    "RolloutResult",
+    "attention_rollout",
+    "chosen_point",
+    "output_groups",
+    "parse_token",
+    "pass_numbers",
+    "pickable_points",
+    "propagate",
+    "rollout_points",
+    "rollout_start",
+]
 
 Progress = Callable[[float, str], None]
 EXPLANATION = (
@@ -217,7 +233,7 @@ def attention_rollout(
     """
     start = rollout_start(layers, group, index)
     size = layers[start].run.layout.by_name[group].size
-    points = _positions_of(positions or {}, batch)
+    points = positions_of(positions or {}, batch)
     walk = _Walk()
     walk.live[group] = torch.zeros(size, dtype=torch.float64)
     walk.live[group][index] = 1.0
@@ -273,17 +289,6 @@ def pass_numbers(layers: Sequence[LayerSource]) -> list[int]:
     return numbers
 
 
-def _positions_of(positions: Mapping[str, torch.Tensor | np.ndarray], batch: int) -> dict[str, torch.Tensor]:
-    """(tokens, dims) coordinates per group for one batch element."""
-    result = {}
-    for name, value in positions.items():
-        tensor = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value)
-        if tensor.dim() == 3:
-            tensor = tensor[min(batch, tensor.shape[0] - 1)]
-        result[name] = tensor.float()
-    return result
-
-
 def _align_outputs(
     walk: _Walk, layer: LayerSource, following: LayerSource | None, points: Mapping[str, torch.Tensor]
 ) -> tuple[str, list[tuple[str, int]]] | None:
@@ -337,56 +342,3 @@ def parse_token(text: str) -> tuple[str, int]:
     if not sep or not group or not index.strip().lstrip("-").isdigit():
         raise _problem("--token", f"'{text}' is not GROUP:INDEX.", "Write e.g. surface_queries:0.")
     return group.strip(), int(index)
-
-
-def rollout_points(
-    result: RolloutResult, positions: Mapping[str, torch.Tensor | np.ndarray], batch: int = 0
-) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """Points of every group that has positions, with their rollout weights: (xyz, weights, group per point, notes).
-
-    Groups without positions (or whose positions do not match their size) are left out and named in the notes.
-    """
-    points_of = _positions_of(positions, batch)
-    xyz, weights, labels, notes = [], [], [], []
-    for name, values in result.by_group().items():
-        points = points_of.get(name)
-        if points is None:
-            notes.append(f"'{name}' has no positions ({values.sum():.3f} of the rollout is not drawn).")
-            continue
-        if points.shape[0] != values.shape[0] or points.shape[-1] != 3:
-            notes.append(f"'{name}': {points.shape[0]} positions for {values.shape[0]} tokens; not drawn.")
-            continue
-        xyz.append(points.double().numpy())
-        weights.append(values)
-        labels += [name] * len(values)
-    if not xyz:
-        return np.zeros((0, 3)), np.zeros(0), [], notes
-    return np.concatenate(xyz), np.concatenate(weights), labels, notes
-
-
-def pickable_points(
-    positions: Mapping[str, torch.Tensor | np.ndarray], sizes: Mapping[str, int], batch: int = 0
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """(tokens, 3) positions of the groups in ``sizes`` that have one position per token, and notes naming the others
-    (those can still be picked by group and index)."""
-    points_of = _positions_of(positions, batch)
-    points, notes = {}, []
-    for name, size in sizes.items():
-        found = points_of.get(name)
-        if found is None:
-            notes.append(f"'{name}' has no recorded positions; pick its tokens by index.")
-        elif found.shape[0] != size or found.shape[-1] != 3:
-            notes.append(f"'{name}': {found.shape[0]} positions for {size} tokens; pick its tokens by index.")
-        else:
-            points[name] = found.numpy()
-    return points, notes
-
-
-def chosen_point(
-    positions: Mapping[str, torch.Tensor | np.ndarray], group: str, index: int, batch: int = 0
-) -> np.ndarray | None:
-    """Coordinates of the chosen token, when recorded."""
-    points = _positions_of(positions, batch).get(group)
-    if points is None or not 0 <= index < points.shape[0] or points.shape[-1] != 3:
-        return None
-    return points[index].double().numpy()
