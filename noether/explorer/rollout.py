@@ -36,7 +36,14 @@ import torch
 from noether.explorer.group_match import joined_groups, same_positions
 from noether.explorer.model_overview import LayerSource
 from noether.explorer.problems import ExplorerError, Problem
-from noether.explorer.rollout_positions import chosen_point, pickable_points, positions_of, rollout_points
+from noether.explorer.rollout_positions import (
+    call_positions,
+    chosen_point,
+    output_positions,
+    pickable_points,
+    positions_of,
+    rollout_points,
+)
 from noether.explorer.weights import DEFAULT_CHUNK_BYTES, _logits, _pattern_keys, chunk_rows
 
 __all__ = [
@@ -44,8 +51,10 @@ __all__ = [
     "RolloutPart",
     "RolloutResult",
     "attention_rollout",
+    "call_positions",
     "chosen_point",
     "output_groups",
+    "output_positions",
     "parse_token",
     "pass_numbers",
     "pickable_points",
@@ -68,6 +77,9 @@ EXPLANATION = (
 )
 
 
+INPUT_OF = "input of "
+
+
 @dataclass(frozen=True)
 class RolloutPart:
     """Rollout weights over the tokens of one group at one point of the model."""
@@ -77,6 +89,11 @@ class RolloutPart:
     """The call whose input these tokens are (or that produced them)."""
     weights: np.ndarray
     """(tokens of the group,) float64, non-negative."""
+
+    @property
+    def call(self) -> str | None:
+        """The call whose input these tokens are; None when unknown (a cache whose filling call was not recorded)."""
+        return self.where.removeprefix(INPUT_OF) if self.where.startswith(INPUT_OF) else None
 
 
 @dataclass
@@ -98,14 +115,19 @@ class RolloutResult:
 
     def by_group(self) -> dict[str, np.ndarray]:
         """Weights per group name, parts of the same name and size summed (they are the same points)."""
-        merged: dict[str, np.ndarray] = {}
+        return {label: part.weights for label, part in self.merged_parts().items()}
+
+    def merged_parts(self) -> dict[str, RolloutPart]:
+        """The parts under the labels of :meth:`by_group`; a merged part keeps the place of its first part."""
+        merged: dict[str, RolloutPart] = {}
         for part in self.parts:
-            if part.group in merged and merged[part.group].shape == part.weights.shape:
-                merged[part.group] = merged[part.group] + part.weights
-            elif part.group in merged:
-                merged[f"{part.group} ({part.where})"] = part.weights
+            first = merged.get(part.group)
+            if first is not None and first.weights.shape == part.weights.shape:
+                merged[part.group] = RolloutPart(part.group, first.where, first.weights + part.weights)
+            elif first is not None:
+                merged[f"{part.group} ({part.where})"] = part
             else:
-                merged[part.group] = part.weights
+                merged[part.group] = part
         return merged
 
 
@@ -243,7 +265,7 @@ def attention_rollout(
         layer = layers[position]
         module, layout = layer.module, layer.run.layout
         if position < start and passes[position] != passes[position + 1]:
-            walk.freeze(f"input of {layers[position + 1].path}")
+            walk.freeze(f"{INPUT_OF}{layers[position + 1].path}")
         following = layers[position + 1] if position + 1 <= start else None
         split = _align_outputs(walk, layer, following, points)
         outputs = output_groups(layer)
@@ -258,15 +280,15 @@ def attention_rollout(
                     key = (module, name)
                     walk.parked[key] = walk.parked[key] + mass if key in walk.parked else mass
                 else:
-                    walk.add(name, mass, f"input of {layer.path}")
+                    walk.add(name, mass, f"{INPUT_OF}{layer.path}")
         if split is not None and split[0] in walk.live:
-            _split_back(walk, *split, where=f"input of {layer.path}")
+            _split_back(walk, *split, where=f"{INPUT_OF}{layer.path}")
         inputs = {g.name for g in layout.groups if not g.cached}
         for key in [k for k in walk.parked if k[0] == module and k[1] in inputs]:
-            walk.add(key[1], walk.parked.pop(key), f"input of {layer.path}")
+            walk.add(key[1], walk.parked.pop(key), f"{INPUT_OF}{layer.path}")
         if progress is not None:
             progress((start - position + 1) / (start + 1), f"rollout through {layer.path}")
-    walk.freeze(f"input of {layers[0].path}" if layers else "input")
+    walk.freeze(f"{INPUT_OF}{layers[0].path}" if layers else "input")
     for (module, name), mass in walk.parked.items():
         walk.parts.append(RolloutPart(name, f"cache of {module}", mass.numpy()))
         walk.notes.append(f"the call that filled the cache of '{name}' in {module} was not recorded.")

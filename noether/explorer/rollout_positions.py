@@ -1,14 +1,24 @@
 """Where the tokens of a rollout are drawn: recorded coordinates per group, the candidates for picking an output token
-by clicking, and the chosen token's own point."""
+by clicking, and the chosen token's own point.
 
-from collections.abc import Mapping
+A capture records coordinates per group name, but one name can mean other tokens in another call: a perceiver's
+``queries`` are every anchor and query in the anchor pass and the queries alone in the inference pass. So tokens are
+placed where the call they belong to places them (:func:`call_positions`), and by name only where no call does.
+"""
+
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from noether.explorer.model_overview import LayerSource
+
 if TYPE_CHECKING:
     from noether.explorer.rollout import RolloutResult
+
+CallPositions = Mapping[str, Mapping[str, np.ndarray]]
+"""Per call (its path), (tokens, 3) coordinates per group of that call."""
 
 
 def positions_of(positions: Mapping[str, torch.Tensor | np.ndarray], batch: int) -> dict[str, torch.Tensor]:
@@ -22,17 +32,57 @@ def positions_of(positions: Mapping[str, torch.Tensor | np.ndarray], batch: int)
     return result
 
 
+def call_positions(layers: Sequence[LayerSource], batch: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """Per call, the recorded coordinates of its groups exactly as the call's own tokens are placed (by name when the
+    capture has one per token, else as the next call's groups joined: see ``capture_layers``); groups that the call
+    places at random are left out."""
+    placed: dict[str, dict[str, np.ndarray]] = {}
+    for layer in layers:
+        captured = layer.run.captured
+        if captured is None:
+            continue
+        points = captured.positions[min(batch, captured.positions.shape[0] - 1)].double()
+        placed[layer.path] = {
+            group.name: points[group.input_span].numpy()
+            for group in layer.run.layout.groups
+            if group.name in captured.recorded_positions
+        }
+    return placed
+
+
+def output_positions(layers: Sequence[LayerSource], batch: int = 0) -> dict[str, np.ndarray]:
+    """Coordinates of each output group's tokens at the last call that outputs it (where its rollout starts), for the
+    groups that call has recorded positions for."""
+    by_call = call_positions(layers, batch)
+    found: dict[str, np.ndarray] = {}
+    for layer in layers:
+        for group in layer.run.layout.query_groups:
+            points = by_call.get(layer.path, {}).get(group.name)
+            if points is None:
+                found.pop(group.name, None)
+            else:
+                found[group.name] = points
+    return found
+
+
 def rollout_points(
-    result: "RolloutResult", positions: Mapping[str, torch.Tensor | np.ndarray], batch: int = 0
+    result: "RolloutResult",
+    positions: Mapping[str, torch.Tensor | np.ndarray],
+    batch: int = 0,
+    by_call: CallPositions | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """Points of every group that has positions, with their rollout weights: (xyz, weights, group per point, notes).
 
-    Groups without positions (or whose positions do not match their size) are left out and named in the notes.
+    Each part is placed where its call places that group (``by_call``, see :func:`call_positions`), else by name
+    (``positions``). Groups without positions (or whose positions do not match their size) are left out and named in
+    the notes.
     """
     points_of = positions_of(positions, batch)
     xyz, weights, labels, notes = [], [], [], []
-    for name, values in result.by_group().items():
-        points = points_of.get(name)
+    for name, part in result.merged_parts().items():
+        values = part.weights
+        placed = (by_call or {}).get(part.call or "", {}).get(part.group)
+        points = torch.as_tensor(placed) if placed is not None else points_of.get(part.group)
         if points is None:
             notes.append(f"'{name}' has no positions ({values.sum():.3f} of the rollout is not drawn).")
             continue
