@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 from test_app import charts, decode
 
 from noether.explorer import views
-from noether.explorer.figures import add_box_layer, pick_figure
+from noether.explorer.figures import GROUP_COLOURS, add_box_layer, pick_figure, query_pick_figure
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.picking import (
     MAX_PICK_POINTS,
@@ -291,24 +291,29 @@ def test_a_click_on_the_query_picker_maps_back_to_its_query_row_at_a_hundred_tho
     assert report.scenario is not None, report.problems
     layout = TokenLayout.from_scenario(report.scenario)
     positions = np.random.default_rng(1).normal(size=(layout.n_inputs, 3))
-    points = views.query_points(layout, positions)
-    assert list(points) == [g.name for g in layout.query_groups]
-    picks = pick_layout({name: len(xyz) for name, xyz in points.items()}, seed=3)
-    again = pick_layout({name: len(xyz) for name, xyz in points.items()}, seed=3)
-    assert all(np.array_equal(a, b) for a, b in zip(picks.shown, again.shown, strict=True))
-    assert picks.points == MAX_PICK_POINTS and len(picks.shown[0]) == len(picks.shown[2]) == 512
+    assert list(views.query_points(layout, positions)) == [g.name for g in layout.query_groups]
     plane = PLANES["y – z (front)"]
-    fig = pick_figure(picks, list(points.values()), plane)
-    assert len(fig.to_json()) < 250_000
+    chosen = views.query_row(layout, "volume_queries", 49_999)
+    picks, fig = query_pick_figure(layout, positions, chosen, plane, seed=3)
+    again, _ = query_pick_figure(layout, positions, 0, PLANES["x – y (top)"], seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(picks.shown, again.shown, strict=True))  # deterministic
+    assert picks.points == MAX_PICK_POINTS and len(fig.to_json()) < 250_000
+    # Big groups drawn first, the anchors whole on top, each group in its colour of the "group" mode.
+    assert picks.groups == ("surface_queries", "volume_queries", "surface_anchors", "volume_anchors")
+    assert len(picks.shown[2]) == len(picks.shown[3]) == 512
+    colours = {trace.name: trace.marker.color for trace in fig.data[:4]}
+    assert colours == {g.name: GROUP_COLOURS[i] for i, g in enumerate(layout.groups)}
+    assert fig.data[-1].name == "chosen token"
+    x, y = project(positions[layout.n_inputs - 1 :], plane)
+    assert (float(fig.data[-1].x[0]), float(fig.data[-1].y[0])) == pytest.approx((float(x[0]), float(y[0])), rel=1e-6)
     for curve in range(len(picks.groups)):
         for point in (0, len(picks.shown[curve]) // 2, len(picks.shown[curve]) - 1):
             group, index = picked_token(click(curve, point), picks)  # type: ignore[misc]
-            row = views.query_row(layout, group, index)
+            token = views.query_token_index(layout, views.query_row(layout, group, index))
             # The drawn point sits where the picked query token is on the geometry.
-            x, y = project(
-                positions[views.query_token_index(layout, row) : views.query_token_index(layout, row) + 1], plane
-            )
+            x, y = project(positions[token : token + 1], plane)
             trace = fig.data[curve]
+            assert trace.name == group
             assert (float(trace.x[point]), float(trace.y[point])) == pytest.approx((float(x[0]), float(y[0])), rel=1e-6)
 
 

@@ -18,7 +18,7 @@ from noether.explorer.figures_maps import (
     mark_query_row,
     mask_figure,
 )
-from noether.explorer.figures_points import MAX_CLOUD_POINTS, pick_figure, point_cloud_figure
+from noether.explorer.figures_points import MAX_CLOUD_POINTS, pick_figure, point_cloud_figure, query_pick_figure
 from noether.explorer.figures_style import (
     BLOCKED_COLOUR,
     GROUP_COLOURS,
@@ -57,6 +57,7 @@ __all__ = [
     "mass_figure",
     "pick_figure",
     "point_cloud_figure",
+    "query_pick_figure",
     "row_figure",
 ]
 

@@ -13,7 +13,9 @@ from noether.explorer.figures_style import (
     _label,
     colour_scale,
 )
-from noether.explorer.picking import AXIS_NAMES, PickLayout, project
+from noether.explorer.layout import TokenLayout
+from noether.explorer.picking import AXIS_NAMES, PickLayout, pick_layout, project
+from noether.explorer.views_tokens import query_points
 
 MAX_CLOUD_POINTS = 20_000
 
@@ -101,12 +103,16 @@ def pick_figure(
     plane: tuple[int, int],
     chosen: tuple[str, int] | None = None,
     title: str = "",
+    colours: Sequence[str] | None = None,
 ) -> go.Figure:
     """A 2-D view of the candidate tokens for picking by clicking: trace ``i`` is group ``layout.groups[i]`` with the
-    tokens ``layout.shown[i]`` (``points[i]`` holds all of the group's (n, 3) positions); the chosen token is the
-    last trace, so that the group traces keep their numbers."""
+    tokens ``layout.shown[i]`` (``points[i]`` holds all of the group's (n, 3) positions) in ``colours[i]`` (default:
+    the group colours in trace order); the chosen token is the last trace, so that the group traces keep their
+    numbers."""
+    if colours is None:
+        colours = [GROUP_COLOURS[i % len(GROUP_COLOURS)] for i in range(len(layout.groups))]
     traces = []
-    for index, (name, shown, xyz) in enumerate(zip(layout.groups, layout.shown, points, strict=True)):
+    for name, shown, xyz, colour in zip(layout.groups, layout.shown, points, colours, strict=True):
         x, y = project(np.asarray(xyz)[shown], plane)
         traces.append(
             go.Scattergl(
@@ -114,7 +120,7 @@ def pick_figure(
                 y=y.astype(np.float32),
                 mode="markers",
                 name=_label(name),
-                marker={"size": 4, "color": GROUP_COLOURS[index % len(GROUP_COLOURS)]},
+                marker={"size": 4, "color": colour},
                 customdata=shown,
                 hovertemplate=f"{_label(name)}:%{{customdata}}<extra></extra>",
             )
@@ -152,3 +158,22 @@ def pick_figure(
         legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0, "itemsizing": "constant"},
     )
     return fig
+
+
+def query_pick_figure(
+    layout: TokenLayout, positions: np.ndarray, row: int, plane: tuple[int, int], seed: int = 0
+) -> tuple[PickLayout, go.Figure]:
+    """The Spatial view's picker: the query tokens of every group in 2-D (``positions`` on the input axis), the token
+    at query row ``row`` marked; and which token each drawn point is, to read a click with.
+
+    Big groups are drawn first so that small ones (the anchors) lie on top; each group keeps its colour of the
+    view's "group" mode, whatever the drawing order.
+    """
+    points = query_points(layout, positions)
+    drawn = sorted(points, key=lambda name: -len(points[name]))
+    picks = pick_layout({name: len(points[name]) for name in drawn}, seed=seed)
+    colours = [GROUP_COLOURS[layout.groups.index(layout.by_name[name]) % len(GROUP_COLOURS)] for name in drawn]
+    group, index = layout.query_group_at(row)
+    title = "Click a query token to pick it"
+    fig = pick_figure(picks, [points[name] for name in drawn], plane, (group.name, index), title, colours)
+    return picks, fig

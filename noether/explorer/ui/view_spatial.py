@@ -8,10 +8,10 @@ import streamlit as st
 
 from noether.explorer import editing as ed
 from noether.explorer import views
-from noether.explorer.figures import KEYLESS_COLOUR, pick_figure, point_cloud_figure
+from noether.explorer.figures import KEYLESS_COLOUR, point_cloud_figure, query_pick_figure
 from noether.explorer.inputs import short_of_points
 from noether.explorer.layout import TokenLayout
-from noether.explorer.picking import PLANES, PickLayout, pick_layout, picked_token
+from noether.explorer.picking import PLANES, PickLayout, picked_token
 from noether.explorer.ui.context import Context, compute_weights, needs_run
 from noether.explorer.ui.state import CLOUD, ss
 from noether.explorer.ui.widgets import batch_picker, chart, ensure, guarded, query_picker, selectable_chart
@@ -125,13 +125,7 @@ def _picker(layout: TokenLayout, positions: np.ndarray, row: int, seed: int) -> 
     3-D scatter, so the picking happens on this projection)."""
     ensure(PLANE, list(PLANES), next(iter(PLANES)))
     st.radio("Pick on the view", list(PLANES), key=PLANE, horizontal=True, help="Which two axes the picker shows.")
-    points = views.query_points(layout, positions)
-    # Big groups first, so that small ones (the anchors) are drawn over them.
-    drawn = sorted(points, key=lambda name: -len(points[name]))
-    picks = pick_layout({name: len(points[name]) for name in drawn}, seed=seed)
-    group, index = layout.query_group_at(row)
-    title = "Click a query token to pick it"
-    fig = pick_figure(picks, [points[name] for name in drawn], PLANES[ss[PLANE]], (group.name, index), title)
+    picks, fig = query_pick_figure(layout, positions, row, PLANES[ss[PLANE]], seed)
     selectable_chart(fig, PICKER, lambda: _on_pick(picks), "points")
 
 
