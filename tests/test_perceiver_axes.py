@@ -231,4 +231,4 @@ def test_the_apps_received_view_names_a_perceivers_queries_as_no_keys() -> None:
     # Every query's weights sum to one over the keys, so the keys receive one per query in all.
     assert decode(keys["marker"]["color"]).sum() == pytest.approx(QUERIES, rel=1e-3)
     assert "not attended" not in json.dumps(cloud)
-    assert "queries (not keys) are not on the key axis" in texts(at.caption)
+    assert '"queries (not keys)" are no key at all' in texts(at.caption)

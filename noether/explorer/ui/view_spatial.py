@@ -113,8 +113,8 @@ def _spatial_view(ctx: Context) -> None:
         caption = "Sum of the weights all query tokens give each key token."
         if keyless is not None:
             caption += (
-                f" The {RECEIVED_LEGEND[1]} are not on the key axis at all (only the key/value groups are), so no "
-                "attention can reach them."
+                f' The "{RECEIVED_LEGEND[1]}" are no key at all (the key axis holds only the key/value groups), so '
+                "no attention can reach them."
             )
     chart(fig)
     st.caption(caption)
