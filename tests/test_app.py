@@ -252,7 +252,9 @@ def test_statistics_spatial_and_cost_views():
     assert [trace["name"] for trace in cloud["data"]] == ["queries", "latents"]
     assert [trace["legendrank"] for trace in cloud["data"]] == [2, 1]
     clean(at.radio(key="v_colour_by").set_value("query").run())
-    grey, attended, selected = charts(at)[0]["data"]
+    picker, cloud = charts(at)  # the 2-D view to pick the query token on, then the 3-D view
+    assert [trace["name"] for trace in picker["data"]] == ["queries", "latents", "chosen token"]
+    grey, attended, selected = cloud["data"]
     assert (grey["name"], attended["name"], selected["name"]) == ("not attended", "attended", "selected token")
     # Latent token 0 reads only the 256 latents: the 4,096 queries are grey, not zero-valued colours.
     assert len(decode(grey["x"])) == 4096 and len(decode(attended["marker"]["color"])) == 256

@@ -98,6 +98,11 @@ def test_app_renders_and_follows_an_edit(app_url: str) -> None:
         assert any(label.startswith("surface_queries (512)") for label in after[0][0]["y"])
         page.screenshot(path=str(ARTIFACTS / "app.png"))
 
+        # The Spatial view's query token, picked by a real click on its 2-D picker.
+        page.get_by_role("tab", name="Spatial").click()
+        page.get_by_text("attention from a query token").click()
+        _pick_by_clicking(page, QUERY_PICKER)
+
         if os.environ.get("UPDATE_SCREENSHOT") == "1":
             _readme_screenshot(browser, app_url)
 
@@ -213,12 +218,19 @@ def test_model_overview_and_rollout_of_the_demo_capture(app_url: str) -> None:
         _pick_by_clicking(page)
 
 
-# The picker's plotly div, the most isolated point on it (in pixels, over all group traces, so that the click lands
-# on that point and no other), and where that point is on the page.
-PICKER = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).find(gd =>
-    String(gd.layout?.title?.text || '').includes('Click a token'))"""
-ISOLATED_POINT = f"""(skipIndex) => {{
-    const gd = ({PICKER})();
+# A picker's plotly div (by its title), the most isolated point on it (in pixels, over all group traces, so that the
+# click lands on that point and no other), and where that point is on the page.
+ROLLOUT_PICKER, QUERY_PICKER = "Click a token", "Click a query token"
+
+
+def _picker(title: str) -> str:
+    return f"""() => Array.from(document.querySelectorAll('.js-plotly-plot')).find(gd =>
+    String(gd.layout?.title?.text || '').includes({title!r}))"""
+
+
+def _isolated_point(title: str) -> str:
+    return f"""(skipIndex) => {{
+    const gd = ({_picker(title)})();
     const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, size = gd._fullLayout._size;
     const box = gd.getBoundingClientRect();
     const points = [];
@@ -239,17 +251,23 @@ ISOLATED_POINT = f"""(skipIndex) => {{
 }}"""
 
 
-def _pick_by_clicking(page: Any) -> None:
-    """A real click on a point of the Rollout view's picker: the index box follows and that token's rollout shows."""
-    page.wait_for_function(f"() => !!({PICKER})()", timeout=RENDER_MS)
-    page.locator(".js-plotly-plot").filter(has_text="Click a token").first.scroll_into_view_if_needed()
+def _pick_by_clicking(page: Any, title: str = ROLLOUT_PICKER) -> None:
+    """A real click on a point of a picker (the Rollout view's, or the Spatial view's query picker): the index box
+    follows and the view shows that token (its rollout, or the attention it gives)."""
+    picker = _picker(title)
+    page.wait_for_function(f"() => !!({picker})()", timeout=RENDER_MS)
+    page.locator(".js-plotly-plot").filter(has_text=title).first.scroll_into_view_if_needed()
     before = int(page.get_by_label("Token index", exact=False).input_value())
-    target = page.evaluate(ISOLATED_POINT, before)  # another index than the one shown, so that the box must change
+    # Another index than the one shown, so that the box must change.
+    target = page.evaluate(_isolated_point(title), before)
     assert target["gap"] > 4, target  # pixels to the next point: the click can only mean this one
     page.mouse.move(target["px"], target["py"])
-    page.wait_for_function(f"() => (({PICKER})()._hoverdata || []).length > 0", timeout=RENDER_MS)
+    page.wait_for_function(f"() => (({picker})()._hoverdata || []).length > 0", timeout=RENDER_MS)
     page.mouse.click(target["px"], target["py"])
-    expected = f"Rollout of {target['name']}:{target['index']} "
+    if title == ROLLOUT_PICKER:
+        expected = f"Rollout of {target['name']}:{target['index']} "
+    else:
+        expected = f"Attention from token {target['index']:,} of {target['name']}"
     page.wait_for_function(
         f"""() => Array.from(document.querySelectorAll('.js-plotly-plot .gtitle'))
             .some(e => e.textContent.startsWith({expected!r}))""",
@@ -258,7 +276,7 @@ def _pick_by_clicking(page: Any) -> None:
     _settle(page, 2)
     index = int(page.get_by_label("Token index", exact=False).input_value())
     assert index == target["index"] != before, (index, before, target)
-    page.screenshot(path=str(ARTIFACTS / "rollout_picked.png"))
+    page.screenshot(path=str(ARTIFACTS / ("rollout_picked.png" if title == ROLLOUT_PICKER else "spatial_picked.png")))
 
 
 # The main weights map (the one with the invisible box-select layer) and the page position of a point in its cells.

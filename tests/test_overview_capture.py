@@ -1,18 +1,29 @@
 """Overview and rollout on captures: layer sources with plain-words kinds, the rollout command, the demo model's
 rollout through its perceiver and geometry block, and the Model overview / Rollout views in the app."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from app_helpers import model_mode
+from app_helpers import clean, model_mode
+from test_app import decode
 
+from noether.explorer import views
 from noether.explorer.capture_file import load_capture
 from noether.explorer.capture_overview import capture_positions, capture_sources
 from noether.explorer.capture_views import demo_capture_path
 from noether.explorer.cli import main as cli_main
 from noether.explorer.model_overview import model_overview
-from noether.explorer.rollout import attention_rollout, pass_numbers
+from noether.explorer.rollout import (
+    attention_rollout,
+    call_positions,
+    chosen_point,
+    output_positions,
+    pass_numbers,
+    pickable_points,
+    rollout_points,
+)
 
 TINY = Path(__file__).parent / "corpus" / "good" / "tiny.capture.safetensors"
 
@@ -85,6 +96,66 @@ def test_demo_rollout_reaches_the_geometry_through_the_perceiver() -> None:
     groups = result.by_group()
     assert set(groups) == {"surface_queries", "surface_anchors", "volume_anchors", "tokens"}
     assert all(name in positions and positions[name].shape[-2] == len(w) for name, w in groups.items())
+
+
+@pytest.mark.skipif(demo_capture_path() is None, reason="no demo capture in this checkout")
+def test_demo_queries_of_each_pass_are_placed_at_their_own_positions() -> None:
+    """The demo's perceiver names its tokens ``queries`` in both passes: 2,688 anchors and queries in the anchor pass,
+    the 896 queries alone in the inference pass, and one set of 2,688 positions is recorded under that name. Each
+    call's tokens are placed where they are: the Spatial view of that call, the rollout picker, its chosen token and
+    the drawn rollout."""
+    capture = load_capture(demo_capture_path())  # type: ignore[arg-type]
+    sources, _ = capture_sources(capture, verify=False)
+    recorded = capture_positions(capture)
+    inference_queries = np.concatenate([recorded["surface_queries"], recorded["volume_queries"]])
+    assert recorded["queries"].shape == (2688, 3) and inference_queries.shape == (896, 3)
+    assert not np.array_equal(recorded["queries"][:896], inference_queries)  # what a lookup by name would draw
+
+    by_call = call_positions(sources)
+    # The Spatial view of each call (its run's positions) and the per-call positions agree.
+    passes = {"physics_blocks.0.attn#0": recorded["queries"], "physics_blocks.0.attn#1": inference_queries}
+    for path, expected in passes.items():
+        source = next(s for s in sources if s.path == path)
+        np.testing.assert_array_equal(by_call[path]["queries"], expected)
+        spatial = views.token_positions(source.run, 0)[source.run.layout.by_name["queries"].input_span]
+        np.testing.assert_allclose(spatial, expected, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(by_call[path]["keys_values"], recorded["keys_values"])
+
+    # The rollout of queries:5 starts at the inference pass's call; its picker and chosen token are those queries.
+    starts = output_positions(sources)
+    np.testing.assert_array_equal(starts["queries"], inference_queries)
+    sizes = {name: len(points) for name, points in starts.items()}
+    pickable, notes = pickable_points(starts, sizes)
+    assert "queries" in pickable and not notes
+    result = attention_rollout(sources, "queries", 5, positions=recorded)
+    assert result.start == "physics_blocks.0.attn#1"
+    np.testing.assert_allclose(chosen_point(starts, "queries", 5), inference_queries[5], rtol=0, atol=1e-6)
+    # The drawn rollout places the inference queries' own weights at their own positions.
+    xyz, weights, labels, notes = rollout_points(result, recorded, by_call=by_call)
+    drawn = np.asarray(labels) == "queries"
+    assert drawn.sum() == 896 and not [n for n in notes if "queries" in n]
+    np.testing.assert_allclose(xyz[drawn], inference_queries, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(weights[drawn], result.by_group()["queries"])
+
+
+@pytest.mark.skipif(demo_capture_path() is None, reason="no demo capture in this checkout")
+def test_the_rollout_view_marks_the_inference_queries_where_they_are(fresh_caches: None) -> None:
+    path = demo_capture_path()
+    assert path is not None
+    recorded = capture_positions(load_capture(path))
+    inference_queries = np.concatenate([recorded["surface_queries"], recorded["volume_queries"]])
+    at = model_mode(path)
+    at.session_state["view"] = "Rollout"
+    clean(at.run())
+    clean(at.selectbox(key="ro_group").set_value("queries").run())
+    clean(at.number_input(key="ro_index").set_value(5).run())
+    specs = {e.proto.id.rsplit("-", 1)[-1]: json.loads(e.proto.spec) for e in at.get("plotly_chart")}
+    picker = specs["ro_pick"]
+    assert "queries" in [trace["name"] for trace in picker["data"]]
+    assert not [c.value for c in at.caption if "'queries': 2688 positions" in c.value]
+    (marker,) = [trace for trace in specs["ro_3d"]["data"] if trace["name"] == "chosen token"]
+    point = [float(decode(marker[axis])[0]) for axis in "xyz"]
+    np.testing.assert_allclose(point, inference_queries[5], rtol=1e-6)
 
 
 def test_model_overview_and_rollout_views(fresh_caches: None) -> None:

@@ -206,3 +206,29 @@ def test_the_apps_perceiver_mask_has_only_key_value_columns() -> None:
     cells = np.asarray(z)
     assert cells.shape == (QUERIES, KEYS)
     assert cells.max() > 0 and bool((cells == cells.max()).all())  # every cell fully attended, none blocked
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_the_apps_received_view_names_a_perceivers_queries_as_no_keys() -> None:
+    """Its queries are not on the key axis at all: "received" mode says so, in their own colour, instead of calling
+    them "not attended" in the grey of keys a query may not attend."""
+    import json
+
+    from app_helpers import clean, set_text, show, start, texts
+    from test_app import decode
+
+    from noether.explorer.figures import KEYLESS_COLOUR, MUTED_COLOUR
+
+    at = start()
+    set_text(at, yaml.safe_dump(perceiver()))
+    show(at, "Spatial")
+    clean(at.radio(key="v_colour_by").set_value("received").run())
+    (cloud,) = [json.loads(element.proto.spec) for element in at.get("plotly_chart")]
+    keyless, keys = cloud["data"]
+    assert (keyless["name"], keys["name"]) == ("queries (not keys)", "keys")
+    assert keyless["marker"]["color"] == KEYLESS_COLOUR != MUTED_COLOUR
+    assert len(decode(keyless["x"])) == QUERIES and len(decode(keys["marker"]["color"])) == KEYS
+    # Every query's weights sum to one over the keys, so the keys receive one per query in all.
+    assert decode(keys["marker"]["color"]).sum() == pytest.approx(QUERIES, rel=1e-3)
+    assert "not attended" not in json.dumps(cloud)
+    assert '"queries (not keys)" are no key at all' in texts(at.caption)

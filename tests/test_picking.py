@@ -4,16 +4,20 @@ becomes a clamped token window, and both reach the app through the chart's selec
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
-from app_helpers import clean, model_mode, select_on_chart, start
+from app_helpers import clean, model_mode, select_on_chart, show, start
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from streamlit.testing.v1 import AppTest
+from test_app import charts, decode
 
-from noether.explorer.figures import add_box_layer, pick_figure
-from noether.explorer.layout import PoolGrid
+from noether.explorer import views
+from noether.explorer.figures import GROUP_COLOURS, add_box_layer, pick_figure, query_pick_figure
+from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.picking import (
     MAX_PICK_POINTS,
     PLANES,
@@ -24,6 +28,7 @@ from noether.explorer.picking import (
     shown_tokens,
     window_of_box,
 )
+from noether.explorer.scenario import validate_scenario
 from noether.explorer.ui.context import DISPLAY_BINS
 from noether.explorer.window import Window, parse_window
 
@@ -267,3 +272,90 @@ def test_a_picked_token_and_a_boxed_window_survive_a_visit_to_another_tab() -> N
     at.session_state["view"] = "Weights"
     clean(at.run())
     assert (at.number_input(key="z_q0").value, at.number_input(key="z_k1").value) == (1, 3)
+
+
+# --- the Spatial view's query token ----------------------------------------------------------------------------------
+
+
+def test_a_click_on_the_query_picker_maps_back_to_its_query_row_at_a_hundred_thousand_tokens() -> None:
+    doc = {
+        "attention": {"kind": "self_anchor", "hidden_dim": 8, "num_heads": 1, "branches": ["surface", "volume"]},
+        "token_specs": [
+            {"surface_anchors": 512},
+            {"surface_queries": 100_000},
+            {"volume_anchors": 512},
+            {"volume_queries": 50_000},
+        ],
+    }
+    report = validate_scenario(doc)
+    assert report.scenario is not None, report.problems
+    layout = TokenLayout.from_scenario(report.scenario)
+    positions = np.random.default_rng(1).normal(size=(layout.n_inputs, 3))
+    assert list(views.query_points(layout, positions)) == [g.name for g in layout.query_groups]
+    plane = PLANES["y – z (front)"]
+    chosen = views.query_row(layout, "volume_queries", 49_999)
+    picks, fig = query_pick_figure(layout, positions, chosen, plane, seed=3)
+    again, _ = query_pick_figure(layout, positions, 0, PLANES["x – y (top)"], seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(picks.shown, again.shown, strict=True))  # deterministic
+    assert picks.points == MAX_PICK_POINTS and len(fig.to_json()) < 250_000
+    # Big groups drawn first, the anchors whole on top, each group in its colour of the "group" mode.
+    assert picks.groups == ("surface_queries", "volume_queries", "surface_anchors", "volume_anchors")
+    assert len(picks.shown[2]) == len(picks.shown[3]) == 512
+    colours = {trace.name: trace.marker.color for trace in fig.data[:4]}
+    assert colours == {g.name: GROUP_COLOURS[i] for i, g in enumerate(layout.groups)}
+    assert fig.data[-1].name == "chosen token"
+    x, y = project(positions[layout.n_inputs - 1 :], plane)
+    assert (float(fig.data[-1].x[0]), float(fig.data[-1].y[0])) == pytest.approx((float(x[0]), float(y[0])), rel=1e-6)
+    for curve in range(len(picks.groups)):
+        for point in (0, len(picks.shown[curve]) // 2, len(picks.shown[curve]) - 1):
+            group, index = picked_token(click(curve, point), picks)  # type: ignore[misc]
+            token = views.query_token_index(layout, views.query_row(layout, group, index))
+            # The drawn point sits where the picked query token is on the geometry.
+            x, y = project(positions[token : token + 1], plane)
+            trace = fig.data[curve]
+            assert trace.name == group
+            assert (float(trace.x[point]), float(trace.y[point])) == pytest.approx((float(x[0]), float(y[0])), rel=1e-6)
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_a_click_on_the_spatial_picker_sets_the_query_token_and_keeps_the_rest() -> None:
+    at = start(tab="Spatial")
+    clean(at.radio(key="v_colour_by").set_value("query").run())
+    clean(at.selectbox(key="v_spatial_head").set_value(1).run())
+    clean(at.radio(key="v_spatial_plane").set_value("x – z (side)").run())
+    picker = _chart(at, "v_spatial_pick")
+    names = [trace["name"] for trace in picker["data"]]
+    curve = names.index("volume_queries")
+    shown = decode(picker["data"][curve]["customdata"])
+    assert len(shown) < 2048  # the default example's 6,144 query tokens are subsampled for the picker
+    point = len(shown) - 1
+    token = int(shown[point])
+    assert token != point  # so that the pick goes through the subsample's map back to the group
+    clicked = (float(decode(picker["data"][curve]["x"])[point]), float(decode(picker["data"][curve]["y"])[point]))
+
+    select_on_chart(at, "v_spatial_pick", [{"curve_number": curve, "point_number": point, "point_index": point}])
+    assert (at.selectbox(key="v_qgroup").value, at.number_input(key="v_qindex").value) == ("volume_queries", token)
+    # Nothing else moved.
+    assert at.radio(key="v_colour_by").value == "query"
+    assert at.selectbox(key="v_spatial_head").value == 1
+    assert at.radio(key="v_spatial_plane").value == "x – z (side)"
+    # The 3-D view now shows that token's attention, its diamond where the click was.
+    cloud = next(c for c in charts(at) if "Attention from token" in c["layout"]["title"]["text"])
+    assert f"token {token:,} of volume_queries" in cloud["layout"]["title"]["text"]
+    selected = next(trace for trace in cloud["data"] if trace["name"] == "selected token")
+    assert (float(decode(selected["x"])[0]), float(decode(selected["z"])[0])) == pytest.approx(clicked, rel=1e-6)
+
+    # The index box follows the click, and a later edit is not undone by that old click.
+    clean(at.number_input(key="v_qindex").set_value(0).run())
+    assert at.number_input(key="v_qindex").value == 0
+    # A click on the chosen-token marker picks nothing.
+    marker = len(_chart(at, "v_spatial_pick")["data"]) - 1
+    select_on_chart(at, "v_spatial_pick", [{"curve_number": marker, "point_number": 0, "point_index": 0}])
+    assert (at.selectbox(key="v_qgroup").value, at.number_input(key="v_qindex").value) == ("volume_queries", 0)
+    # The pick is the shared query token: the Weights view marks the same one.
+    show(at, "Weights")
+    assert at.selectbox(key="v_qgroup").value == "volume_queries"
+
+
+def _chart(at: AppTest, key: str) -> dict[str, Any]:
+    return json.loads(next(e for e in at.get("plotly_chart") if e.proto.id.endswith(f"-{key}")).proto.spec)

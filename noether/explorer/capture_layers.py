@@ -270,8 +270,12 @@ def _following_groups(capture: Capture, call: CallEntry) -> list[Group]:
 
 def _positions(
     capture: Capture, call: CallEntry, scenario: Scenario, layout: TokenLayout
-) -> tuple[torch.Tensor, list[str]]:
-    """Recorded coordinates per group on the key axis; groups without them get placeholder positions (noted).
+) -> tuple[torch.Tensor, list[str], frozenset[str]]:
+    """Recorded coordinates per group on the key axis; groups without them get placeholder positions (noted). Also
+    the names of the groups that got recorded ones.
+
+    Positions are resolved per call: a name recorded with another size than this call's group (a perceiver's
+    ``queries``: every anchor and query in the anchor pass, the queries alone in the inference pass) is other tokens.
 
     A group recorded under other names (a perceiver's ``queries`` that are the next call's ``surface_queries`` and
     ``volume_queries``) is matched as the rollout matches it: :func:`~noether.explorer.group_match.joined_groups`.
@@ -297,7 +301,8 @@ def _positions(
         notes.append(
             f"no recorded positions for {missing} (or not one per token): the spatial view places them at random."
         )
-    return torch.cat(parts, dim=1), notes
+    recorded_names = frozenset(g.name for g in layout.groups if g.name not in missing)
+    return torch.cat(parts, dim=1), notes, recorded_names
 
 
 def _captured(
@@ -312,7 +317,7 @@ def _captured(
     if freqs is not None and freqs.shape[0] != x.shape[0]:
         freqs = freqs.expand(x.shape[0], -1, -1)
     x_keys, freqs_keys, known = _key_axis(capture, call, layout, x.float(), freqs)
-    positions, notes = _positions(capture, call, scenario, layout)
+    positions, notes, recorded = _positions(capture, call, scenario, layout)
     cache = None
     if call.caches():
         cache = {
@@ -328,6 +333,7 @@ def _captured(
         kv_cache=cache,
         cached_inputs_known=known,
         notes=notes,
+        recorded_positions=recorded,
     )
 
 

@@ -123,7 +123,7 @@ def perceiver_layer(capture: Capture, call: CallEntry) -> Layer:
 
     def make_inputs() -> CapturedInputs:
         # Built on demand, like the other kinds: placing the queries may read the next call's layer.
-        positions, notes = _positions(capture, call, scenario, TokenLayout.from_scenario(scenario))
+        positions, notes, recorded = _positions(capture, call, scenario, TokenLayout.from_scenario(scenario))
         return CapturedInputs(
             x=_side_by_side(q.float(), kv.float()),
             freqs=freqs,
@@ -136,6 +136,7 @@ def perceiver_layer(capture: Capture, call: CallEntry) -> Layer:
             kv_cache=None if cache is None else {PERCEIVER_KV_GROUP: {part: t.float() for part, t in cache.items()}},
             cached_inputs_known=known,
             notes=notes,
+            recorded_positions=recorded,
         )
 
     layer.make_inputs = make_inputs

@@ -71,7 +71,14 @@ def rollout_command(args: argparse.Namespace) -> int:
     from noether.explorer.capture_overview import capture_positions
     from noether.explorer.overview_figures import rollout_figure, rollout_png
     from noether.explorer.problems import ExplorerError
-    from noether.explorer.rollout import attention_rollout, chosen_point, parse_token, rollout_points
+    from noether.explorer.rollout import (
+        attention_rollout,
+        call_positions,
+        chosen_point,
+        output_positions,
+        parse_token,
+        rollout_points,
+    )
 
     progress = _progress(quiet=args.quiet)
     try:
@@ -85,10 +92,11 @@ def rollout_command(args: argparse.Namespace) -> int:
     except ExplorerError as exc:
         _print_problems(args.file, exc.problems)
         return EXIT_INVALID
-    xyz, weights, labels, point_notes = rollout_points(result, positions, batch=args.batch)
+    by_call = call_positions(sources, args.batch)
+    xyz, weights, labels, point_notes = rollout_points(result, positions, batch=args.batch, by_call=by_call)
     for note in result.notes + point_notes:
         progress(note)
-    marked = chosen_point(positions, group, index, args.batch)
+    marked = chosen_point(output_positions(sources, args.batch), group, index)
     title = f"rollout of {group}:{index} from {result.start} through {len(result.calls)} calls"
     try:
         if args.out.suffix.lower() == ".html":

@@ -18,10 +18,11 @@ from noether.explorer.figures_maps import (
     mark_query_row,
     mask_figure,
 )
-from noether.explorer.figures_points import MAX_CLOUD_POINTS, pick_figure, point_cloud_figure
+from noether.explorer.figures_points import MAX_CLOUD_POINTS, pick_figure, point_cloud_figure, query_pick_figure
 from noether.explorer.figures_style import (
     BLOCKED_COLOUR,
     GROUP_COLOURS,
+    KEYLESS_COLOUR,
     MUTED_COLOUR,
     POINT_VALUE_SCALE,
     SELECTED_COLOUR,
@@ -34,6 +35,7 @@ from noether.explorer.masks import GroupMask
 __all__ = [
     "BLOCKED_COLOUR",
     "GROUP_COLOURS",
+    "KEYLESS_COLOUR",
     "MAX_AXIS_LABELS",
     "MAX_BLOCK_DIAGRAM_GROUPS",
     "MAX_BLOCK_TEXT_GROUPS",
@@ -55,6 +57,7 @@ __all__ = [
     "mass_figure",
     "pick_figure",
     "point_cloud_figure",
+    "query_pick_figure",
     "row_figure",
 ]
 

@@ -13,7 +13,9 @@ from noether.explorer.figures_style import (
     _label,
     colour_scale,
 )
-from noether.explorer.picking import AXIS_NAMES, PickLayout, project
+from noether.explorer.layout import TokenLayout
+from noether.explorer.picking import AXIS_NAMES, PickLayout, pick_layout, project
+from noether.explorer.views_tokens import query_points
 
 MAX_CLOUD_POINTS = 20_000
 
@@ -33,11 +35,14 @@ def point_cloud_figure(
     muted: np.ndarray | None = None,
     highlight: int | None = None,
     seed: int = 0,
+    legend: tuple[str, str] = ("attended", "not attended"),
+    muted_colour: str = MUTED_COLOUR,
 ) -> go.Figure:
     """Points in 3-D coloured by ``values`` (e.g. attention) or by group ``labels``; subsampled for payload.
 
-    ``muted`` (bool per point, with ``values``) draws those points in light grey instead of by value, for points the
-    values do not concern (keys a query may not attend), so that the colour scale spans the others only.
+    ``muted`` (bool per point, with ``values``) draws those points in ``muted_colour`` instead of by value, for points
+    the values do not concern (keys a query may not attend), so that the colour scale spans the others only;
+    ``legend`` names the coloured and the muted points.
     """
     n = len(positions)
     keep = np.arange(n)
@@ -49,7 +54,7 @@ def point_cloud_figure(
     if values is not None:
         shown = np.ones(len(keep), dtype=bool) if muted is None else ~np.asarray(muted, dtype=bool)[keep]
         if not shown.all():
-            traces.append(_markers(pts[~shown], "not attended", {"size": 2, "color": MUTED_COLOUR}, hoverinfo="skip"))
+            traces.append(_markers(pts[~shown], legend[1], {"size": 2, "color": muted_colour}, hoverinfo="skip"))
         marker = {
             "size": 2,
             "color": values[keep][shown].astype(np.float32),
@@ -58,7 +63,7 @@ def point_cloud_figure(
             "colorscale": colour_scale(POINT_VALUE_SCALE),
             "colorbar": {"title": {"text": "attention"}},
         }
-        name = "tokens" if muted is None else "attended"
+        name = "tokens" if muted is None else legend[0]
         traces.append(_markers(pts[shown], name, marker, hovertemplate="%{marker.color:.4g}<extra></extra>"))
     else:
         names = np.asarray(labels if labels is not None else ["tokens"] * n)[keep]
@@ -98,12 +103,16 @@ def pick_figure(
     plane: tuple[int, int],
     chosen: tuple[str, int] | None = None,
     title: str = "",
+    colours: Sequence[str] | None = None,
 ) -> go.Figure:
     """A 2-D view of the candidate tokens for picking by clicking: trace ``i`` is group ``layout.groups[i]`` with the
-    tokens ``layout.shown[i]`` (``points[i]`` holds all of the group's (n, 3) positions); the chosen token is the
-    last trace, so that the group traces keep their numbers."""
+    tokens ``layout.shown[i]`` (``points[i]`` holds all of the group's (n, 3) positions) in ``colours[i]`` (default:
+    the group colours in trace order); the chosen token is the last trace, so that the group traces keep their
+    numbers."""
+    if colours is None:
+        colours = [GROUP_COLOURS[i % len(GROUP_COLOURS)] for i in range(len(layout.groups))]
     traces = []
-    for index, (name, shown, xyz) in enumerate(zip(layout.groups, layout.shown, points, strict=True)):
+    for name, shown, xyz, colour in zip(layout.groups, layout.shown, points, colours, strict=True):
         x, y = project(np.asarray(xyz)[shown], plane)
         traces.append(
             go.Scattergl(
@@ -111,7 +120,7 @@ def pick_figure(
                 y=y.astype(np.float32),
                 mode="markers",
                 name=_label(name),
-                marker={"size": 4, "color": GROUP_COLOURS[index % len(GROUP_COLOURS)]},
+                marker={"size": 4, "color": colour},
                 customdata=shown,
                 hovertemplate=f"{_label(name)}:%{{customdata}}<extra></extra>",
             )
@@ -149,3 +158,22 @@ def pick_figure(
         legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0, "itemsizing": "constant"},
     )
     return fig
+
+
+def query_pick_figure(
+    layout: TokenLayout, positions: np.ndarray, row: int, plane: tuple[int, int], seed: int = 0
+) -> tuple[PickLayout, go.Figure]:
+    """The Spatial view's picker: the query tokens of every group in 2-D (``positions`` on the input axis), the token
+    at query row ``row`` marked; and which token each drawn point is, to read a click with.
+
+    Big groups are drawn first so that small ones (the anchors) lie on top; each group keeps its colour of the
+    view's "group" mode, whatever the drawing order.
+    """
+    points = query_points(layout, positions)
+    drawn = sorted(points, key=lambda name: -len(points[name]))
+    picks = pick_layout({name: len(points[name]) for name in drawn}, seed=seed)
+    colours = [GROUP_COLOURS[layout.groups.index(layout.by_name[name]) % len(GROUP_COLOURS)] for name in drawn]
+    group, index = layout.query_group_at(row)
+    title = "Click a query token to pick it"
+    fig = pick_figure(picks, [points[name] for name in drawn], plane, (group.name, index), title, colours)
+    return picks, fig

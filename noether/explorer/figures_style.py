@@ -7,6 +7,9 @@ from plotly.colors import get_colorscale
 
 MUTED_COLOUR = "#d3d3d3"
 """Tokens outside what a view is about (keys a query may not attend)."""
+KEYLESS_COLOUR = "#9ecae1"
+"""Tokens that are not keys at all (a perceiver's queries), so no attention can reach them: apart from the grey of
+keys a query may not attend, and outside the yellow-to-red value scale."""
 SELECTED_COLOUR = "#00E5FF"
 POINT_VALUE_SCALE = "YlOrRd"
 """Attention on point clouds: pale yellow for none, dark red for the most."""

@@ -54,6 +54,8 @@ class CapturedInputs:
     cached_inputs_known: bool = False
     """Whether the cached groups' rows of ``x``/``freqs`` are real (the filling pass is in the capture)."""
     notes: list[str] = field(default_factory=list)
+    recorded_positions: frozenset[str] = frozenset()
+    """Groups whose rows of ``positions`` are recorded coordinates of this call's tokens (the others: placeholders)."""
 
 
 def _group_seed(seed: int, batch: int, group: int) -> int:

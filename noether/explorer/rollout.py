@@ -36,7 +36,32 @@ import torch
 from noether.explorer.group_match import joined_groups, same_positions
 from noether.explorer.model_overview import LayerSource
 from noether.explorer.problems import ExplorerError, Problem
+from noether.explorer.rollout_positions import (
+    call_positions,
+    chosen_point,
+    output_positions,
+    pickable_points,
+    positions_of,
+    rollout_points,
+)
 from noether.explorer.weights import DEFAULT_CHUNK_BYTES, _logits, _pattern_keys, chunk_rows
+
+__all__ = [
+    "EXPLANATION",
+    "RolloutPart",
+    "RolloutResult",
+    "attention_rollout",
+    "call_positions",
+    "chosen_point",
+    "output_groups",
+    "output_positions",
+    "parse_token",
+    "pass_numbers",
+    "pickable_points",
+    "propagate",
+    "rollout_points",
+    "rollout_start",
+]
 
 Progress = Callable[[float, str], None]
 EXPLANATION = (
@@ -52,6 +77,9 @@ EXPLANATION = (
 )
 
 
+INPUT_OF = "input of "
+
+
 @dataclass(frozen=True)
 class RolloutPart:
     """Rollout weights over the tokens of one group at one point of the model."""
@@ -61,6 +89,11 @@ class RolloutPart:
     """The call whose input these tokens are (or that produced them)."""
     weights: np.ndarray
     """(tokens of the group,) float64, non-negative."""
+
+    @property
+    def call(self) -> str | None:
+        """The call whose input these tokens are; None when unknown (a cache whose filling call was not recorded)."""
+        return self.where.removeprefix(INPUT_OF) if self.where.startswith(INPUT_OF) else None
 
 
 @dataclass
@@ -82,14 +115,19 @@ class RolloutResult:
 
     def by_group(self) -> dict[str, np.ndarray]:
         """Weights per group name, parts of the same name and size summed (they are the same points)."""
-        merged: dict[str, np.ndarray] = {}
+        return {label: part.weights for label, part in self.merged_parts().items()}
+
+    def merged_parts(self) -> dict[str, RolloutPart]:
+        """The parts under the labels of :meth:`by_group`; a merged part keeps the place of its first part."""
+        merged: dict[str, RolloutPart] = {}
         for part in self.parts:
-            if part.group in merged and merged[part.group].shape == part.weights.shape:
-                merged[part.group] = merged[part.group] + part.weights
-            elif part.group in merged:
-                merged[f"{part.group} ({part.where})"] = part.weights
+            first = merged.get(part.group)
+            if first is not None and first.weights.shape == part.weights.shape:
+                merged[part.group] = RolloutPart(part.group, first.where, first.weights + part.weights)
+            elif first is not None:
+                merged[f"{part.group} ({part.where})"] = part
             else:
-                merged[part.group] = part.weights
+                merged[part.group] = part
         return merged
 
 
@@ -217,7 +255,7 @@ def attention_rollout(
     """
     start = rollout_start(layers, group, index)
     size = layers[start].run.layout.by_name[group].size
-    points = _positions_of(positions or {}, batch)
+    points = positions_of(positions or {}, batch)
     walk = _Walk()
     walk.live[group] = torch.zeros(size, dtype=torch.float64)
     walk.live[group][index] = 1.0
@@ -227,7 +265,7 @@ def attention_rollout(
         layer = layers[position]
         module, layout = layer.module, layer.run.layout
         if position < start and passes[position] != passes[position + 1]:
-            walk.freeze(f"input of {layers[position + 1].path}")
+            walk.freeze(f"{INPUT_OF}{layers[position + 1].path}")
         following = layers[position + 1] if position + 1 <= start else None
         split = _align_outputs(walk, layer, following, points)
         outputs = output_groups(layer)
@@ -242,15 +280,15 @@ def attention_rollout(
                     key = (module, name)
                     walk.parked[key] = walk.parked[key] + mass if key in walk.parked else mass
                 else:
-                    walk.add(name, mass, f"input of {layer.path}")
+                    walk.add(name, mass, f"{INPUT_OF}{layer.path}")
         if split is not None and split[0] in walk.live:
-            _split_back(walk, *split, where=f"input of {layer.path}")
+            _split_back(walk, *split, where=f"{INPUT_OF}{layer.path}")
         inputs = {g.name for g in layout.groups if not g.cached}
         for key in [k for k in walk.parked if k[0] == module and k[1] in inputs]:
-            walk.add(key[1], walk.parked.pop(key), f"input of {layer.path}")
+            walk.add(key[1], walk.parked.pop(key), f"{INPUT_OF}{layer.path}")
         if progress is not None:
             progress((start - position + 1) / (start + 1), f"rollout through {layer.path}")
-    walk.freeze(f"input of {layers[0].path}" if layers else "input")
+    walk.freeze(f"{INPUT_OF}{layers[0].path}" if layers else "input")
     for (module, name), mass in walk.parked.items():
         walk.parts.append(RolloutPart(name, f"cache of {module}", mass.numpy()))
         walk.notes.append(f"the call that filled the cache of '{name}' in {module} was not recorded.")
@@ -271,17 +309,6 @@ def pass_numbers(layers: Sequence[LayerSource]) -> list[int]:
         called.add(layer.module)
         numbers.append(current)
     return numbers
-
-
-def _positions_of(positions: Mapping[str, torch.Tensor | np.ndarray], batch: int) -> dict[str, torch.Tensor]:
-    """(tokens, dims) coordinates per group for one batch element."""
-    result = {}
-    for name, value in positions.items():
-        tensor = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value)
-        if tensor.dim() == 3:
-            tensor = tensor[min(batch, tensor.shape[0] - 1)]
-        result[name] = tensor.float()
-    return result
 
 
 def _align_outputs(
@@ -337,56 +364,3 @@ def parse_token(text: str) -> tuple[str, int]:
     if not sep or not group or not index.strip().lstrip("-").isdigit():
         raise _problem("--token", f"'{text}' is not GROUP:INDEX.", "Write e.g. surface_queries:0.")
     return group.strip(), int(index)
-
-
-def rollout_points(
-    result: RolloutResult, positions: Mapping[str, torch.Tensor | np.ndarray], batch: int = 0
-) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """Points of every group that has positions, with their rollout weights: (xyz, weights, group per point, notes).
-
-    Groups without positions (or whose positions do not match their size) are left out and named in the notes.
-    """
-    points_of = _positions_of(positions, batch)
-    xyz, weights, labels, notes = [], [], [], []
-    for name, values in result.by_group().items():
-        points = points_of.get(name)
-        if points is None:
-            notes.append(f"'{name}' has no positions ({values.sum():.3f} of the rollout is not drawn).")
-            continue
-        if points.shape[0] != values.shape[0] or points.shape[-1] != 3:
-            notes.append(f"'{name}': {points.shape[0]} positions for {values.shape[0]} tokens; not drawn.")
-            continue
-        xyz.append(points.double().numpy())
-        weights.append(values)
-        labels += [name] * len(values)
-    if not xyz:
-        return np.zeros((0, 3)), np.zeros(0), [], notes
-    return np.concatenate(xyz), np.concatenate(weights), labels, notes
-
-
-def pickable_points(
-    positions: Mapping[str, torch.Tensor | np.ndarray], sizes: Mapping[str, int], batch: int = 0
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """(tokens, 3) positions of the groups in ``sizes`` that have one position per token, and notes naming the others
-    (those can still be picked by group and index)."""
-    points_of = _positions_of(positions, batch)
-    points, notes = {}, []
-    for name, size in sizes.items():
-        found = points_of.get(name)
-        if found is None:
-            notes.append(f"'{name}' has no recorded positions; pick its tokens by index.")
-        elif found.shape[0] != size or found.shape[-1] != 3:
-            notes.append(f"'{name}': {found.shape[0]} positions for {size} tokens; pick its tokens by index.")
-        else:
-            points[name] = found.numpy()
-    return points, notes
-
-
-def chosen_point(
-    positions: Mapping[str, torch.Tensor | np.ndarray], group: str, index: int, batch: int = 0
-) -> np.ndarray | None:
-    """Coordinates of the chosen token, when recorded."""
-    points = _positions_of(positions, batch).get(group)
-    if points is None or not 0 <= index < points.shape[0] or points.shape[-1] != 3:
-        return None
-    return points[index].double().numpy()

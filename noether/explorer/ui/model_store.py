@@ -7,6 +7,7 @@ import streamlit as st
 
 from noether.explorer.capture_overview import capture_positions, capture_sources
 from noether.explorer.model_overview import LayerSource
+from noether.explorer.rollout_positions import call_positions, output_positions
 from noether.explorer.ui.model_mode import CAPTURE
 from noether.explorer.ui.state import BUDGET, ss
 
@@ -32,6 +33,9 @@ def capture_store() -> dict[str, Any] | None:
             )
         store["sources"], store["notes"] = sources, notes
         store["positions"] = capture_positions(opened["capture"])
+        # One group name can be other tokens in another call (a perceiver's queries in each pass): each call's own.
+        store["call_positions"] = call_positions(sources)
+        store["output_positions"] = output_positions(sources)
     return store
 
 

@@ -49,7 +49,8 @@ def render(ctx: Context) -> None:
     ss[INDEX] = min(max(int(ss.get(INDEX, 0)), 0), size - 1)
     index = int(middle.number_input(f"Token index (0 – {size - 1:,})", min_value=0, max_value=size - 1, key=INDEX))
     right.radio("Pick on the view", list(PLANES), key=PLANE, horizontal=True, help="Which two axes the picker shows.")
-    _picker(store["positions"], sizes, (group, index), PLANES[ss[PLANE]])
+    starts = store["output_positions"]  # each group's tokens where a rollout of it starts
+    _picker(starts, sizes, (group, index), PLANES[ss[PLANE]])
     key = ("rollout", group, index)
     if key not in store:
         bar, report = progress_bar(f"Following {group}:{index} back through the calls…")
@@ -61,10 +62,10 @@ def render(ctx: Context) -> None:
         finally:
             bar.empty()
     result = store[key]
-    xyz, weights, labels, notes = rollout_points(result, store["positions"])
+    xyz, weights, labels, notes = rollout_points(result, store["positions"], by_call=store["call_positions"])
     title = f"Rollout of {group}:{index} through {len(result.calls)} calls"
     if len(xyz):
-        chart(rollout_figure(xyz, weights, labels, title, chosen_point(store["positions"], group, index)), key="ro_3d")
+        chart(rollout_figure(xyz, weights, labels, title, chosen_point(starts, group, index)), key="ro_3d")
     else:
         st.info("The capture has no positions for the groups this token draws on; the table lists the weights.")
     st.dataframe(

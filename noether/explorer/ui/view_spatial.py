@@ -1,16 +1,24 @@
-"""The Spatial view: token positions coloured by group or by attention."""
+"""The Spatial view: token positions coloured by group or by attention; the query token is picked by group and index
+or by clicking it on a 2-D view of the tokens."""
 
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
 from noether.explorer import editing as ed
 from noether.explorer import views
-from noether.explorer.figures import point_cloud_figure
+from noether.explorer.figures import KEYLESS_COLOUR, point_cloud_figure, query_pick_figure
 from noether.explorer.inputs import short_of_points
+from noether.explorer.layout import TokenLayout
+from noether.explorer.picking import PLANES, PickLayout, picked_token
 from noether.explorer.ui.context import Context, compute_weights, needs_run
 from noether.explorer.ui.state import CLOUD, ss
-from noether.explorer.ui.widgets import batch_picker, chart, ensure, guarded, query_picker
+from noether.explorer.ui.widgets import batch_picker, chart, ensure, guarded, query_picker, selectable_chart
+
+PLANE, PICKER = "v_spatial_plane", "v_spatial_pick"
+RECEIVED_LEGEND = ("keys", "queries (not keys)")
+"""In "received" mode: the key tokens coloured by what they receive, and the tokens that are no key at all."""
 
 
 @st.fragment
@@ -72,6 +80,7 @@ def _spatial_view(ctx: Context) -> None:
         row = query_picker(ctx)
         if row is None:
             return
+        _picker(layout, positions, row, seed)
         group, index = layout.query_group_at(row)
         values, _ = views.on_tokens(layout, views.row_weights(run, row, batch, head))
         attended, _ = views.on_tokens(layout, views.attended_keys(layout, row))
@@ -93,8 +102,36 @@ def _spatial_view(ctx: Context) -> None:
             return
         values, keyless = views.on_tokens(layout, views.received_weights(result, batch, head))
         fig = point_cloud_figure(
-            positions, "Attention received by each key token", values=values, muted=keyless, seed=seed
+            positions,
+            "Attention received by each key token",
+            values=values,
+            muted=keyless,
+            seed=seed,
+            legend=RECEIVED_LEGEND,
+            muted_colour=KEYLESS_COLOUR,
         )
         caption = "Sum of the weights all query tokens give each key token."
+        if keyless is not None:
+            caption += (
+                f' The "{RECEIVED_LEGEND[1]}" are no key at all (the key axis holds only the key/value groups), so '
+                "no attention can reach them."
+            )
     chart(fig)
     st.caption(caption)
+
+
+def _picker(layout: TokenLayout, positions: np.ndarray, row: int, seed: int) -> None:
+    """The query tokens in 2-D: a click on one sets the query group and index above (plotly cannot select points of a
+    3-D scatter, so the picking happens on this projection)."""
+    ensure(PLANE, list(PLANES), next(iter(PLANES)))
+    st.radio("Pick on the view", list(PLANES), key=PLANE, horizontal=True, help="Which two axes the picker shows.")
+    picks, fig = query_pick_figure(layout, positions, row, PLANES[ss[PLANE]], seed)
+    selectable_chart(fig, PICKER, lambda: _on_pick(picks), "points")
+
+
+def _on_pick(picks: PickLayout) -> None:
+    """Runs before the rerun that a click causes: the clicked token becomes the query group and index (nothing else
+    changes, and a later edit of the index box is not undone by the old click)."""
+    token = picked_token(ss.get(PICKER), picks)
+    if token is not None:
+        ss["v_qgroup"], ss["v_qindex"] = token
