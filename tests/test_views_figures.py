@@ -225,7 +225,7 @@ def test_backend_figure_shows_only_available_backends() -> None:
     ]
     fig = backend_figure(timings)
     assert list(fig.data[0].x) == ["per-pattern MixedAttention", "FlexAttention"]
-    assert list(fig.data[0].text) == ["2.0 ms", "1.0 ms"]
+    assert list(fig.data[0].text) == ["2 ms", "1 ms"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------

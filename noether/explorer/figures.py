@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from plotly.colors import get_colorscale
 
 from noether.explorer.cost import BackendTiming
+from noether.explorer.guard import format_duration
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.masks import GroupMask
 from noether.explorer.views import Axis, MapSpec, log10_map, mask_map
@@ -372,7 +373,7 @@ def backend_figure(timings: list[BackendTiming]) -> go.Figure:
         go.Bar(
             x=[t.name for t in shown],
             y=[t.seconds for t in shown],
-            text=[f"{t.seconds * 1000:.1f} ms" for t in shown if t.seconds is not None],
+            text=[format_duration(t.seconds) for t in shown if t.seconds is not None],
             textposition="outside",
         )
     )

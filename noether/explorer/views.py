@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from noether.explorer.cost import BackendTiming, CostSummary
-from noether.explorer.guard import format_bytes, format_seconds
+from noether.explorer.guard import format_bytes, format_duration
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.masks import GroupMask, group_mask, pooled_mask
 from noether.explorer.problems import count as count_of
@@ -203,7 +203,7 @@ def backend_table(timings: list[BackendTiming]) -> list[dict[str, str]]:
         rows.append(
             {
                 "backend": timing.name,
-                "time": format_seconds(timing.seconds),
+                "time": format_duration(timing.seconds),
                 "vs per-pattern": ratio,
                 "max |diff|": f"{timing.max_abs_diff:.2e}",
                 "note": timing.note,
