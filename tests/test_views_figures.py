@@ -377,6 +377,14 @@ def test_heatmap_png_log_with_zero_lower_bound_still_shows_the_values() -> None:
     assert len(np.unique(map_area(image, 640).reshape(-1, 3), axis=0)) > 10
 
 
+def test_png_colour_bar_ends_read_differently_on_a_narrow_range() -> None:
+    from noether.explorer.png import colour_bar_labels
+
+    assert colour_bar_labels(-2.41, -2.38, log=True) == ("0.0042", "0.0039")  # both read "1e-2.4" before
+    assert colour_bar_labels(-5.3, -3.1, log=True) == ("0.00079", "5e-06")
+    assert colour_bar_labels(0.0, 1.0, log=False) == ("1", "0")
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Tables and summaries
 # ----------------------------------------------------------------------------------------------------------------------

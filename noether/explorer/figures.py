@@ -13,6 +13,7 @@ from noether.explorer.cost import BackendTiming
 from noether.explorer.guard import format_duration
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.masks import GroupMask
+from noether.explorer.titles import TITLE_FONT_SIZE, wrap_title
 from noether.explorer.views import Axis, MapSpec, log10_map, mask_map
 
 MAX_LINE_POINTS = 20_000
@@ -54,6 +55,31 @@ def colour_scale(name: str) -> list[tuple[float, str]]:
 def _label(name: str) -> str:
     """Group names come from user files: escape them before plotly renders its HTML-like labels."""
     return html.escape(name, quote=False)
+
+
+TITLE_LINE_PX = 20
+"""Height of one title line at the title font size: the top margin grows by it for each extra line."""
+MULTILINE_TITLE_PAD = 10
+"""Plotly draws a top-anchored title of several lines about 10 px higher than one of a single line (measured in
+Chromium at the title font size), which cut the first line off at the chart's top edge."""
+
+
+def _title(title: str) -> dict[str, object]:
+    """A chart title wrapped to lines that fit the chart (plotly never wraps one: it runs past the right edge),
+    at the top of the container."""
+    lines = wrap_title(title)
+    return {
+        "text": "<br>".join(_label(line) for line in lines),
+        "font": {"size": TITLE_FONT_SIZE},
+        "y": 0.995,
+        "yref": "container",
+        "yanchor": "top",
+        "pad": {"t": MULTILINE_TITLE_PAD if len(lines) > 1 else 0},
+    }
+
+
+def _title_lines(title: str) -> int:
+    return len(wrap_title(title))
 
 
 def _boundaries(fig: go.Figure, rows: Axis | None, cols: Axis | None, extent: tuple[int, ...]) -> None:
@@ -162,8 +188,8 @@ def heatmap(
     fig.update_xaxes(range=[-0.5, n_cols - 0.5], title=col_title, side="top", **(_axis_ticks(cols) if cols else {}))
     fig.update_layout(
         # The x axis sits on top with its title: the chart title goes above both, in the container's margin.
-        title={"text": _label(title), "y": 0.995, "yanchor": "top", "yref": "container", "x": 0.01, "xanchor": "left"},
-        margin={"l": 10, "r": 10, "t": 120, "b": 10},
+        title=_title(title) | {"x": 0.01, "xanchor": "left"},
+        margin={"l": 10, "r": 10, "t": 100 + TITLE_LINE_PX * _title_lines(title), "b": 10},
         height=620,
         plot_bgcolor=BLOCKED_COLOUR if blocked_cells else None,
         legend={"orientation": "h", "y": -0.02, "yanchor": "top", "x": 0, "xanchor": "left"},
@@ -321,9 +347,9 @@ def mass_figure(matrix: np.ndarray, query_names: list[str], key_names: list[str]
     fig.update_yaxes(autorange="reversed", title="query group")
     fig.update_xaxes(title="key group", side="top")
     fig.update_layout(
-        title={"text": _label(title), "y": 0.98},
-        margin={"l": 10, "r": 10, "t": 100, "b": 10},
-        height=160 + 50 * len(query_names),
+        title=_title(title),
+        margin={"l": 10, "r": 10, "t": 80 + TITLE_LINE_PX * _title_lines(title), "b": 10},
+        height=140 + TITLE_LINE_PX * _title_lines(title) + 50 * len(query_names),
     )
     return fig
 
@@ -358,11 +384,11 @@ def row_figure(values: np.ndarray, layout: TokenLayout, title: str) -> go.Figure
             annotation_position="top left",
         )
     fig.update_layout(
-        title=_label(title),
+        title=_title(title),
         xaxis_title="key token",
         yaxis_title="attention weight",
-        height=360,
-        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        height=340 + TITLE_LINE_PX * _title_lines(title),
+        margin={"l": 10, "r": 10, "t": 40 + TITLE_LINE_PX * _title_lines(title), "b": 10},
     )
     return fig
 
@@ -463,9 +489,9 @@ def point_cloud_figure(
         traces.append(_markers(positions[highlight : highlight + 1], "selected token", marker))
     fig = go.Figure(traces)
     fig.update_layout(
-        title=_label(title),
+        title=_title(title),
         height=640,
-        margin={"l": 0, "r": 0, "t": 50, "b": 40},
+        margin={"l": 0, "r": 0, "t": 30 + TITLE_LINE_PX * _title_lines(title), "b": 40},
         scene={"aspectmode": "data"},
         # Below the scene: on the right it would sit on the colour bar's title.
         legend={"orientation": "h", "yanchor": "top", "y": 0, "xanchor": "left", "x": 0, "itemsizing": "constant"},
