@@ -93,7 +93,7 @@ def test_model_overview_and_rollout_views(fresh_caches: None) -> None:
     at.session_state["view"] = "Model overview"
     at.run()
     assert not at.exception and not at.error
-    assert len(at.dataframe[0].value) == 2
+    assert [m for m in at.markdown if "2 calls in model order" in m.value]
     heads = at.selectbox(key="ov_head")
     assert heads.value == "mean" and len(heads.options) >= 2
     at.selectbox(key="ov_head").set_value(0).run()
@@ -110,3 +110,112 @@ def test_model_overview_and_rollout_views(fresh_caches: None) -> None:
     # Back in single-layer mode the model-only tabs are gone and the page still works.
     at.radio(key="mode").set_value("Single layer").run()
     assert not at.exception and "Model overview" not in [t.label for t in at.tabs]
+
+
+def test_overview_view_says_how_top_k_was_made_and_recomputes_for_every_row(fresh_caches: None) -> None:
+    at = model_mode(TINY)
+    at.session_state["view"] = "Model overview"
+    at.run()
+    assert not at.exception and not at.error
+    picker = at.selectbox(key="ov_topk_rows")
+    assert picker.value == 64 and "every row" in picker.options[-1]
+    captions = " ".join(c.value for c in at.caption)
+    assert "Top-8 mass: every query row (no group is larger than 64 rows)" in captions
+    picker.set_value("every row").run()
+    assert not at.exception and not at.error
+    assert "Top-8 mass: every query row." in " ".join(c.value for c in at.caption)
+
+
+def test_a_slow_overview_runs_in_the_background_and_can_be_stopped(
+    fresh_caches: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from noether.explorer.ui import view_model_overview as view
+
+    monkeypatch.setattr(view, "AUTO_COMPUTE_SECONDS", -1.0)  # every overview counts as slow
+    gate = threading.Event()
+    real = view.model_overview
+
+    def held(*args: object, **kwargs: object) -> object:
+        assert gate.wait(timeout=60), "the test never released the job"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(view, "model_overview", held)
+    at = model_mode(TINY)
+    at.session_state["view"] = "Model overview"
+    at.run()
+    assert not at.exception and not at.error
+    assert "in the background" in " ".join(c.value for c in at.caption)
+    assert not [m for m in at.markdown if "calls in model order" in m.value]  # nothing drawn while the job runs
+    at.button(key="ov_stop").click().run()
+    gate.set()
+    keeper = at.session_state[view.JOBS]
+    (key,) = [k for k in keeper._jobs if k[-1] == 64]
+    job = keeper.get(key)
+    assert job is not None and job.wait(timeout=60)
+    at.run()
+    assert "Overview stopped" in " ".join(i.value for i in at.info)
+    at.button(key="ov_restart").click().run()
+    job = keeper.get(key)
+    assert job is not None and job.wait(timeout=60) and job.state == "done"
+    at.run()
+    assert not at.exception and not at.error
+    assert [m for m in at.markdown if "2 calls in model order" in m.value]
+
+
+def test_overview_command_prints_the_calls_and_writes_json_and_html(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    numbers, page = tmp_path / "o.json", tmp_path / "o.html"
+    assert cli_main(["overview", str(TINY), "--out", str(numbers), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "encoder#0" in out and "block#0" in out and "self anchor" in out
+    assert "surface_queries → surface_anchors 1.000" in out
+    document = json.loads(numbers.read_text())
+    assert [row["call"] for row in document["calls"]] == ["encoder#0", "block#0"]
+    mass = document["attention_mass"]
+    assert mass["columns"][0] == "tokens → tokens" and mass["values"][1][0] is None  # block#0 has no tokens group
+    assert document["top_k_rows_per_group"] == 64
+    assert cli_main(["overview", str(TINY), "--out", str(page), "--top-k-rows", "all", "--head", "0", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "Top-8 mass: every query row." in out and "(exact)" in out
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.count("plotly-graph-div") == 4 and "head 0" in html
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "expected"),
+    [
+        (["--head", "9"], 1, "--head 9 does not exist"),
+        (["--out", "o.png"], 2, "must end in .html or .json"),
+        (["--top-k-rows", "0"], 2, "top-k-rows"),
+    ],
+)
+def test_overview_command_refuses_bad_options(
+    argv: list[str], code: int, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if code == 2:
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(["overview", str(TINY), "-q", *argv])
+        assert exit_info.value.code == 2
+    else:
+        assert cli_main(["overview", str(TINY), "-q", *argv]) == code
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+def test_overview_command_refuses_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a capture at all")
+    assert cli_main(["overview", str(bad), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "bad.safetensors" in err and "Traceback" not in err
+
+
+def test_overview_command_default_sample_is_the_librarys() -> None:
+    from noether.explorer import cli_overview, layer_stats
+
+    assert cli_overview.DEFAULT_TOP_K_ROWS == layer_stats.DEFAULT_TOP_K_ROWS

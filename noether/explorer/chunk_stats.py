@@ -104,6 +104,11 @@ def _top_k(weights: torch.Tensor, k: int, block: int | None) -> tuple[torch.Tens
     return values, torch.where(best < block * k, inside, best - block * k + body)
 
 
+def top_k_values(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` largest entries of each row (last dim), unsorted; logits or weights alike (softmax keeps order)."""
+    return _top_k(scores, k, TOP_K_BLOCK)[0]
+
+
 def top_k_mass(weights: torch.Tensor, k: int, block: int | None = TOP_K_BLOCK) -> torch.Tensor:
     """Sum of the ``k`` largest entries of each row (last dim), without a top-k over the whole row.
 

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     from noether.explorer import cli_rollout
 
     cli_rollout.add_rollout(commands)
+    from noether.explorer import cli_overview
+
+    cli_overview.add_overview(commands)
     _add_examples(commands)
     _add_app(commands)
     return parser

@@ -2,28 +2,34 @@
 
 For each call: its groups, patterns and analytic cost, plus the statistics of its real attention weights — how much
 of each query group's attention lands on each key group (per head), mean row entropy and top-k mass per query group.
-The weights are recomputed with the layer's own projections in cache-sized query chunks (as in
-:mod:`noether.explorer.weights`) and folded into per-group sums before the next chunk: no pooled maps, no
-(queries x keys) tensor, and the same bounded memory as one layer. The result is a pure function of the layers, so a
-caller can keep it and redraw any head or statistic without recomputing.
+The statistics are recomputed with the layer's own projections (:mod:`noether.explorer.layer_stats`): masses and
+entropies from every query row through the fused attention kernel, top-k mass from a stratified sample of rows with
+its standard error; no pooled maps, no (queries x keys) tensor. The result is a pure function of the layers (and the
+seed), so a caller can keep it and redraw any head or statistic without recomputing.
 """
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import torch
 
-from noether.explorer.chunk_stats import ChunkBuffers, chunk_weights, row_statistics
+from noether.explorer import guard
+from noether.explorer.layer_stats import (
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_K_ROWS,
+    HeadChoice,
+    LayerStatistics,
+    layer_statistics,
+    statistics_estimate,
+)
 from noether.explorer.layout import TokenLayout
 from noether.explorer.run import ExplorerRun
-from noether.explorer.weights import DEFAULT_CHUNK_BYTES, WeightOptions, _pattern_keys, chunk_rows
+from noether.explorer.weights import DEFAULT_CHUNK_BYTES
 
 Progress = Callable[[float, str], None]
-HeadChoice = int | Literal["mean"]
 RowStat = Literal["entropy", "top_k_mass"]
-DEFAULT_TOP_K = 8
 
 
 @dataclass(frozen=True)
@@ -64,24 +70,6 @@ class CallSummary:
 
 
 @dataclass(frozen=True)
-class LayerStatistics:
-    """Attention statistics of one call, averaged over batch elements (numpy, float64)."""
-
-    query_groups: list[str]
-    key_groups: list[str]
-    allowed: np.ndarray
-    """Bool (query groups, key groups): where a query group attends a key group."""
-    group_mass: np.ndarray
-    """(heads, query groups, key groups): mean attention mass a query of the row group gives the column group."""
-    entropy: np.ndarray
-    """(heads, query groups): mean row entropy in nats."""
-    top_k_mass: np.ndarray
-    """(heads, query groups): mean mass of each row's ``top_k`` largest weights."""
-    query_sizes: np.ndarray
-    """Tokens of each query group (for size-weighted means)."""
-
-
-@dataclass(frozen=True)
 class DepthTable:
     """A value per layer (rows, in call order) and column; NaN where the column does not exist in a layer."""
 
@@ -97,6 +85,8 @@ class ModelOverview:
     calls: list[CallSummary]
     layers: list[LayerStatistics]
     top_k: int
+    top_k_rows: int | None = DEFAULT_TOP_K_ROWS
+    """Rows per query group behind the top-k mass (None: every row)."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -134,6 +124,31 @@ class ModelOverview:
                 values[row, groups.index(name)] = per_group[i]
         return DepthTable([c.path for c in self.calls], groups, values)
 
+    def top_k_error_table(self, head: HeadChoice = "mean") -> DepthTable:
+        """Standard errors of :meth:`row_stat_table` ``("top_k_mass", head)``, cell for cell (0 where exact)."""
+        table = self.row_stat_table("top_k_mass", head)
+        errors = np.full_like(table.values, np.nan)
+        for row, stats in enumerate(self.layers):
+            if head != "mean" and not 0 <= head < stats.entropy.shape[0]:
+                continue
+            for i, name in enumerate(stats.query_groups):
+                errors[row, table.columns.index(name)] = stats.top_k_error(head)[i]
+        return DepthTable(table.layers, table.columns, errors)
+
+    @property
+    def top_k_note(self) -> str:
+        """How the top-k mass was computed, in words for a caption."""
+        if self.top_k_rows is None:
+            return f"Top-{self.top_k} mass: every query row."
+        sampled = sum(len(s.strata) < s.size for stats in self.layers for s in stats.top_k_samples if s is not None)
+        if not sampled:
+            return f"Top-{self.top_k} mass: every query row (no group is larger than {self.top_k_rows:,} rows)."
+        return (
+            f"Top-{self.top_k} mass: mean over {self.top_k_rows:,} stratified random rows of each larger query group "
+            f"({sampled} group{'s' if sampled != 1 else ''} in all), error bars ±1 standard error; masses and "
+            "entropies use every row."
+        )
+
 
 def _pick_head(values: np.ndarray, head: HeadChoice) -> np.ndarray | None:
     """Head-mean, or one head (None when the layer has fewer heads)."""
@@ -145,61 +160,6 @@ def _pick_head(values: np.ndarray, head: HeadChoice) -> np.ndarray | None:
 def pattern_texts(layout: TokenLayout) -> list[str]:
     """Each pattern as one line of text, as the computing pass applies it."""
     return [f"{', '.join(p.query_tokens)} -> {', '.join(p.key_value_tokens)}" for p in layout.patterns]
-
-
-@torch.no_grad()
-def layer_statistics(
-    run: ExplorerRun,
-    *,
-    top_k: int = DEFAULT_TOP_K,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    progress: Callable[[int], None] | None = None,
-) -> LayerStatistics:
-    """Group mass, entropy and top-k mass of one layer in a single chunked pass over its query rows.
-
-    ``progress`` is called with the number of query rows finished so far.
-    """
-    layout, core = run.layout, run.core
-    x_queries, freqs_queries, keys = run.x_queries, run.freqs_queries, run.keys()
-    batch, heads = x_queries.shape[0], core.num_heads
-    query_groups = layout.query_groups
-    mass = torch.zeros(batch, heads, len(query_groups), len(layout.groups), dtype=torch.float64)
-    entropy = torch.zeros(batch, heads, len(query_groups), dtype=torch.float64)
-    top = torch.zeros(batch, heads, len(query_groups), dtype=torch.float64)
-    done = 0
-    for qi, group in enumerate(query_groups):
-        if group.size == 0:
-            continue
-        pattern = layout.pattern_of(group.name)
-        key_tensor, real, segments = _pattern_keys(layout, keys, list(pattern.key_value_tokens), run.key_real())
-        step = chunk_rows(batch, heads, key_tensor.shape[2], 1, chunk_bytes)
-        buffers = ChunkBuffers(batch * heads * min(step, group.size) * key_tensor.shape[2], key_tensor.device)
-        assert group.query_offset is not None
-        for start in range(0, group.size, step):
-            part = slice(group.query_offset + start, group.query_offset + min(group.size, start + step))
-            freqs = None if freqs_queries is None else freqs_queries[:, part]
-            queries = core.project_queries(x_queries[:, part], freqs=freqs)
-            logits, weights = chunk_weights(queries, key_tensor, real, buffers)
-            row_entropy, row_top = row_statistics(logits, weights, top_k)
-            # Rows first (one vectorised pass), then each group's keys of the per-key sums.
-            per_key = weights.sum(-2)
-            for seg in segments:
-                mass[:, :, qi, seg.index] += per_key[..., seg.start : seg.start + seg.size].sum(-1).cpu()
-            entropy[:, :, qi] += row_entropy.sum(-1).cpu()
-            top[:, :, qi] += row_top.sum(-1).cpu()
-            done += part.stop - part.start
-            if progress is not None:
-                progress(done)
-    sizes = torch.tensor([max(g.size, 1) for g in query_groups], dtype=torch.float64)
-    return LayerStatistics(
-        query_groups=[g.name for g in query_groups],
-        key_groups=[g.name for g in layout.groups],
-        allowed=layout.allowed.copy(),
-        group_mass=(mass / sizes[:, None]).mean(0).numpy(),
-        entropy=(entropy / sizes).mean(0).numpy(),
-        top_k_mass=(top / sizes).mean(0).numpy(),
-        query_sizes=sizes.numpy(),
-    )
 
 
 def call_summary(layer: LayerSource, stats: LayerStatistics) -> CallSummary:
@@ -225,16 +185,22 @@ def model_overview(
     layers: Sequence[LayerSource],
     *,
     top_k: int = DEFAULT_TOP_K,
+    top_k_rows: int | None = DEFAULT_TOP_K_ROWS,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    seed: int = 0,
     progress: Progress | None = None,
+    cancel: threading.Event | None = None,
 ) -> ModelOverview:
     """Summaries and attention statistics of every call, one chunked pass per layer, in call order.
 
     Args:
         layers: The calls, in the order the model made them.
-        top_k: k of the top-k mass statistic.
+        top_k: k of the top-k mass statistic (0: none).
+        top_k_rows: Rows per query group whose top-k mass is computed (None: every row, at about twice the cost).
         chunk_bytes: Bytes of one chunk of scores (the pass holds about three at once).
+        seed: Seed of the top-k row sample (the same seed gives the same overview).
         progress: Called with (fraction done, message) after each chunk; fractions count query rows of all layers.
+        cancel: When set, the pass stops between chunks with :class:`~noether.explorer.weights.Cancelled`.
     """
     total = max(sum(layer.run.layout.n_queries for layer in layers), 1)
     calls, stats, notes = [], [], []
@@ -249,8 +215,16 @@ def model_overview(
                     f"layer {number}/{len(layers)} {layer.path}: {done:,}/{layer.run.layout.n_queries:,} queries",
                 )
 
-        run.check(run.weights_estimate(1, _overview_options(top_k, chunk_bytes)))
-        layer_stats = layer_statistics(run, top_k=top_k, chunk_bytes=chunk_bytes, progress=report)
+        run.check(statistics_estimate(run, top_k=top_k, top_k_rows=top_k_rows, chunk_bytes=chunk_bytes))
+        layer_stats = layer_statistics(
+            run,
+            top_k=top_k,
+            top_k_rows=top_k_rows,
+            chunk_bytes=chunk_bytes,
+            seed=seed + number,
+            progress=report,
+            cancel=cancel,
+        )
         stats.append(layer_stats)
         calls.append(call_summary(layer, layer_stats))
         finished += run.layout.n_queries
@@ -258,12 +232,19 @@ def model_overview(
             notes.append(f"{layer.path}: not verified against a recorded output.")
     if progress is not None:
         progress(1.0, f"overview of {len(layers)} calls done")
-    return ModelOverview(calls=calls, layers=stats, top_k=top_k, notes=notes)
+    return ModelOverview(calls=calls, layers=stats, top_k=top_k, top_k_rows=top_k_rows, notes=notes)
 
 
-def _overview_options(top_k: int, chunk_bytes: int) -> WeightOptions:
-    """The weight-pass options whose estimate bounds the overview pass (no pooled maps)."""
-    return WeightOptions(max_pooling=False, head_mean_max=False, row_stats=True, top_k=top_k, chunk_bytes=chunk_bytes)
+def overview_estimate(
+    layers: Sequence[LayerSource], *, top_k: int = DEFAULT_TOP_K, top_k_rows: int | None = DEFAULT_TOP_K_ROWS
+) -> guard.Estimate:
+    """The whole overview's time (summed over layers) and memory (the largest layer's)."""
+    parts = [statistics_estimate(layer.run, top_k=top_k, top_k_rows=top_k_rows) for layer in layers]
+    return guard.Estimate(
+        f"the overview of {len(layers)} calls",
+        max((p.bytes for p in parts), default=0),
+        sum(p.seconds for p in parts),
+    )
 
 
 def call_table(overview: ModelOverview) -> list[dict[str, object]]:

@@ -43,20 +43,28 @@ def mass_depth_figure(table: DepthTable, title: str) -> go.Figure:
     return fig
 
 
-def depth_lines_figure(table: DepthTable, title: str, axis_title: str) -> go.Figure:
-    """One line per column over the calls (x = call number); gaps where a call lacks the group."""
+def depth_lines_figure(table: DepthTable, title: str, axis_title: str, errors: DepthTable | None = None) -> go.Figure:
+    """One line per column over the calls (x = call number); gaps where a call lacks the group. ``errors``: a
+    standard error per cell, drawn as ±1 error bars and given in the hover (0 = exact)."""
     x = list(range(len(table.layers)))
     fig = go.Figure()
     for j, name in enumerate(table.columns):
+        error_bars, spread, hover = None, None, "%{text}<br>%{y:.4g}"
+        if errors is not None:
+            spread = np.nan_to_num(errors.values[:, j])
+            error_bars = {"type": "data", "array": spread, "visible": True, "thickness": 1.2}
+            hover += " ± %{customdata:.2g}"
         fig.add_trace(
             go.Scatter(
                 x=x,
                 y=table.values[:, j],
+                error_y=error_bars,
+                customdata=spread,
                 mode="lines+markers",
                 name=name,
                 line={"color": GROUP_COLOURS[j % len(GROUP_COLOURS)]},
                 text=table.layers,
-                hovertemplate="%{text}<br>%{y:.4g}<extra>" + name + "</extra>",
+                hovertemplate=hover + "<extra>" + name + "</extra>",
             )
         )
     fig.update_layout(

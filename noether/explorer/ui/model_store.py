@@ -22,7 +22,9 @@ def capture_store() -> dict[str, Any] | None:
     if not opened:
         return None
     budget = float(ss.get(BUDGET) or 0)
-    store = _store(f"{opened['digest']}:{budget}")
+    key = f"{opened['digest']}:{budget}"
+    store = _store(key)
+    store.setdefault("key", key)
     if "sources" not in store:
         with st.spinner("Preparing every recorded call with its inputs and weights…"):
             sources, notes = capture_sources(
