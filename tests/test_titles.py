@@ -85,16 +85,49 @@ def test_the_built_in_font_gets_ascii_look_alikes_for_the_titles_typography() ->
     assert _drawable("PREVIEW (5 rows) — 3 × 4 µs", ImageFont.load_default()) == "PREVIEW (5 rows) - 3 x 4 us"
 
 
-def _tiny_layout():
+def _tiny_layout(size: int = 10):
     from noether.explorer.layout import TokenLayout
     from noether.explorer.scenario import validate_scenario
 
     report = validate_scenario(
         {
             "attention": {"kind": "mixed", "hidden_dim": 8, "num_heads": 1},
-            "token_specs": [{"a": 10}],
+            "token_specs": [{"a": size}],
             "attention_patterns": [{"query_tokens": ["a"], "key_value_tokens": ["a"]}],
         }
     )
     assert report.scenario is not None
     return TokenLayout.from_scenario(report.scenario)
+
+
+def test_the_compare_views_half_width_diagrams_wrap_their_title_and_compact_their_counts() -> None:
+    from noether.explorer.figures import GROUP_MASK_TITLE, group_mask_figure
+    from noether.explorer.masks import group_mask
+    from noether.explorer.titles import HALF_WIDTH_TITLE_CHARS
+
+    mask = group_mask(_tiny_layout(2048))
+    full = group_mask_figure(mask)
+    assert full.layout.title.text == GROUP_MASK_TITLE and full.data[0].text[0][0] == "4,194,304"
+    half = group_mask_figure(mask, half_width=True)
+    lines = half.layout.title.text.split("<br>")
+    assert len(lines) == 2 and all(len(line) <= HALF_WIDTH_TITLE_CHARS for line in lines)
+    assert half.data[0].text[0][0] == "4.19M" and half.data[0].customdata[0][0] == "4,194,304"  # exact on hover
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [
+        (0, "0"),
+        (9_999, "9,999"),
+        (10_000, "10k"),
+        (204_800, "205k"),
+        (1_048_576, "1.05M"),
+        (4_194_304, "4.19M"),
+        (1_610_612_736, "1.61G"),
+        (25 * 10**12, "25T"),
+    ],
+)
+def test_compact_counts_stay_short(count: int, text: str) -> None:
+    from noether.explorer.figures import compact_count
+
+    assert compact_count(count) == text

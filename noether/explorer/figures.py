@@ -13,7 +13,7 @@ from noether.explorer.cost import BackendTiming
 from noether.explorer.guard import format_duration
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.masks import GroupMask
-from noether.explorer.titles import TITLE_FONT_SIZE, wrap_title
+from noether.explorer.titles import HALF_WIDTH_TITLE_CHARS, TITLE_CHARS, TITLE_FONT_SIZE, wrap_title
 from noether.explorer.views import Axis, MapSpec, log10_map, mask_map
 
 MAX_LINE_POINTS = 20_000
@@ -64,10 +64,10 @@ MULTILINE_TITLE_PAD = 10
 Chromium at the title font size), which cut the first line off at the chart's top edge."""
 
 
-def _title(title: str) -> dict[str, object]:
-    """A chart title wrapped to lines that fit the chart (plotly never wraps one: it runs past the right edge),
-    at the top of the container."""
-    lines = wrap_title(title)
+def _title(title: str, chars: int = TITLE_CHARS) -> dict[str, object]:
+    """A chart title wrapped to lines of ``chars`` characters that fit the chart (plotly never wraps one: it runs
+    past the right edge), at the top of the container."""
+    lines = wrap_title(title, chars)
     return {
         "text": "<br>".join(_label(line) for line in lines),
         "font": {"size": TITLE_FONT_SIZE},
@@ -78,8 +78,8 @@ def _title(title: str) -> dict[str, object]:
     }
 
 
-def _title_lines(title: str) -> int:
-    return len(wrap_title(title))
+def _title_lines(title: str, chars: int = TITLE_CHARS) -> int:
+    return len(wrap_title(title, chars))
 
 
 def _boundaries(fig: go.Figure, rows: Axis | None, cols: Axis | None, extent: tuple[int, ...]) -> None:
@@ -269,18 +269,36 @@ MAX_BLOCK_DIAGRAM_GROUPS = 300
 """Above this many groups the block diagram would be unreadable and heavy; the token-level mask shows the same."""
 
 
-def group_mask_figure(mask: GroupMask) -> go.Figure:
-    """Group x group blocks: coloured where attended, annotated with the attended pairs."""
+GROUP_MASK_TITLE = "Who attends to whom (attended token pairs per block)"
+
+
+def compact_count(n: int) -> str:
+    """A count in at most five characters ("2.1M", "205k"), for blocks too narrow for "2,097,152"."""
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= 10 * scale or (n >= scale and unit != "k"):
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:,}"
+
+
+def group_mask_figure(mask: GroupMask, half_width: bool = False) -> go.Figure:
+    """Group x group blocks: coloured where attended, annotated with the attended pairs.
+
+    ``half_width``: drawn in half the main column (side by side), with a shorter title line and compact counts that
+    fit the narrower blocks (the hover keeps the exact count).
+    """
     groups = max(len(mask.query_names), len(mask.key_names))
     if groups > MAX_BLOCK_DIAGRAM_GROUPS:
         return _note_figure(
             f"{groups:,} groups: the group-level diagram is drawn for up to {MAX_BLOCK_DIAGRAM_GROUPS}. "
             "The token-level mask shows the same structure; the table lists the attended blocks."
         )
+    count = compact_count if half_width else (lambda n: f"{n:,}")
     text = [
-        [f"{int(p):,}" if a else "" for p, a in zip(row_p, row_a, strict=True)]
+        [count(int(p)) if a else "" for p, a in zip(row_p, row_a, strict=True)]
         for row_p, row_a in zip(mask.pairs, mask.allowed, strict=True)
     ]
+    exact = [[f"{int(p):,}" for p in row] for row in mask.pairs]
+    title_chars = HALF_WIDTH_TITLE_CHARS if half_width else TITLE_CHARS
     few = groups <= MAX_BLOCK_TEXT_GROUPS
     fig = go.Figure(
         go.Heatmap(
@@ -288,12 +306,13 @@ def group_mask_figure(mask: GroupMask) -> go.Figure:
             x=[f"{_label(n)}<br>({int(s):,})" for n, s in zip(mask.key_names, mask.key_sizes, strict=True)],
             y=[f"{_label(n)} ({int(s):,})" for n, s in zip(mask.query_names, mask.query_sizes, strict=True)],
             text=text,
+            customdata=exact,
             texttemplate="%{text}" if few else None,
             colorscale=[[0, "#f0f0f0"], [1, "#4C78A8"]],
             zmin=0,
             zmax=1,
             showscale=False,
-            hovertemplate="%{y} attends %{x}<br>pairs %{text}<extra></extra>",
+            hovertemplate="%{y} attends %{x}<br>pairs %{customdata}<extra></extra>",
             xgap=2 if few else 0,
             ygap=2 if few else 0,
         )
@@ -305,15 +324,8 @@ def group_mask_figure(mask: GroupMask) -> go.Figure:
         fig.update_yaxes(showticklabels=False)
     fig.update_layout(
         # Title in the container's top margin, above the (possibly rotated) key labels and the axis title.
-        title={
-            "text": "Who attends to whom (attended token pairs per block)",
-            "y": 0.995,
-            "yref": "container",
-            "yanchor": "top",
-            "x": 0.01,
-            "xanchor": "left",
-        },
-        margin={"l": 10, "r": 10, "t": 170, "b": 10},
+        title=_title(GROUP_MASK_TITLE, title_chars) | {"x": 0.01, "xanchor": "left"},
+        margin={"l": 10, "r": 10, "t": 150 + TITLE_LINE_PX * _title_lines(GROUP_MASK_TITLE, title_chars), "b": 10},
         # Tall enough for the vertical axis title even with one or two query groups.
         height=max(340, 200 + 60 * len(mask.query_names)) if few else 760,
     )

@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 TITLE_CHARS = 72
 """Characters per title line in plotly charts: about 540 px at their 15 px title font, so a title fits the main
-column of the app at a 1280 px wide window and a half-width chart of the Compare view on a wide one."""
+column of the app at a 1280 px wide window."""
+HALF_WIDTH_TITLE_CHARS = 36
+"""Characters per title line of a chart in half the main column (the Compare view's side-by-side diagrams)."""
 TITLE_FONT_SIZE = 15
 
 
