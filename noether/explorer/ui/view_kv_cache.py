@@ -9,6 +9,13 @@ from noether.explorer.ui.state import on_load_example
 
 def render(ctx: Context) -> None:
     assert ctx.mask is not None
+    if not ctx.mask.layout.has_cache and ctx.from_capture:
+        # Model mode has no groups table and no examples: say where the recorded calls with a cache are.
+        st.info(
+            "This recorded call reads no KV cache. The calls that read one are marked “(KV cache)” in the Model "
+            "overview's table of calls; pick one in the sidebar's layer list to compare its two passes with one pass."
+        )
+        return
     if not ctx.mask.layout.has_cache:
         st.info(
             "This scenario has no KV-cache group. A group with size null (tick “from KV cache” in the groups table) "
