@@ -131,3 +131,15 @@ def test_compact_counts_stay_short(count: int, text: str) -> None:
     from noether.explorer.figures import compact_count
 
     assert compact_count(count) == text
+
+
+def test_long_key_group_names_get_room_above_the_map_for_their_tilted_labels_and_the_title() -> None:
+    from noether.explorer.figures import heatmap
+    from noether.explorer.views import Axis
+
+    def top_margin(name: str) -> int:
+        axis = Axis(names=[name, "b"], starts=[0, 2], stops=[2, 4])
+        return heatmap(np.ones((4, 4)), axis, axis, "a title").layout.margin.t
+
+    # A name plotly tilts (the KV-cache example's "surface_anchors (cached)") needs more than the 100 px of short ones.
+    assert top_margin("surface_anchors (cached)") > top_margin("anchors") == 100 + TITLE_LINE_PX
