@@ -56,7 +56,7 @@ def weights_vs_forward(anchors: int, queries: int, repeats: int) -> dict[str, fl
 def _maps(run: ExplorerRun, options: WeightOptions) -> object:
     """The whole weight computation, keys included (nothing memoised between repeats)."""
     with torch.no_grad():
-        keys = group_keys(run.core, run.layout, run.inputs.x, run.inputs.freqs, run.kv_cache())
+        keys = group_keys(run.core, run.layout, run.x_keys, run.inputs.freqs, run.kv_cache())
     rows, cols = run.grids(1024)
     return attention_weight_maps(run.core, run.layout, run.x_queries, run.freqs_queries, keys, rows, cols, options)
 

@@ -55,7 +55,7 @@ def _forward(run: ExplorerRun) -> None:
 def _exact(run: ExplorerRun, progress: Callable[[float, str], None] | None = None) -> object:
     """The whole exact pass with every statistic, keys included (nothing memoised between repeats)."""
     with torch.no_grad():
-        keys = group_keys(run.core, run.layout, run.inputs.x, run.inputs.freqs, run.kv_cache())
+        keys = group_keys(run.core, run.layout, run.x_keys, run.inputs.freqs, run.kv_cache())
     rows, cols = run.grids(1024)
     x, freqs = run._query_inputs()
     return attention_weight_maps(run.core, run.layout, x, freqs, keys, rows, cols, WeightOptions(), progress)

@@ -4,6 +4,7 @@ Modules that use these also take the `fresh_caches` fixture (tests/conftest.py),
 cached results.
 """
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,31 @@ def set_text(at: AppTest, text: str) -> AppTest:
 def texts(elements: Any) -> str:
     """The text of elements with markdown escapes removed (the app escapes names that come from user input)."""
     return re.sub(r"\\(.)", r"\1", "\n".join(e.value for e in elements))
+
+
+def select_on_chart(at: AppTest, key: str, points: list[dict[str, Any]] | None = None, box: Any = None) -> AppTest:
+    """Run the app as if the user had selected on the plotly chart with ``key``: points clicked, or a box drawn.
+
+    AppTest has no plotly chart widget, so this sends the widget state the browser would send for the chart's
+    element id, through AppTest's own run path (Streamlit's deserializer and the chart's on_select callback run as
+    in the app). The JSON is what Streamlit 1.67's front end builds from plotly's selection event (``handleSelection``
+    in frontend/lib/src/components/elements/PlotlyChart/utils.ts; ``PlotlySelectionState`` in
+    streamlit/elements/plotly_chart.py): snake_case point fields and boxes as ``{"xref", "yref", "x": [x0, x1],
+    "y": [y0, y1]}``.
+    """
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    ids = [e.proto.id for e in at.get("plotly_chart") if e.proto.id.endswith(f"-{key}")]
+    assert len(ids) == 1, f"expected one chart with key {key!r}, found {len(ids)}"
+    points = points or []
+    selection = {
+        "selection": {
+            "points": points,
+            "point_indices": [p["point_index"] for p in points],
+            "box": [box] if box is not None else [],
+            "lasso": [],
+        }
+    }
+    states = at._tree.get_widget_states()
+    states.widgets.append(WidgetState(id=ids[0], string_value=json.dumps(selection)))
+    return clean(at._run(states))

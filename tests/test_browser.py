@@ -5,6 +5,7 @@ they must be installed). UPDATE_SCREENSHOT=1 also refreshes assets/screenshot.pn
 """
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -223,3 +224,106 @@ def test_model_overview_and_rollout_of_the_demo_capture(app_url: str) -> None:
         _settle(page, 1)
         page.get_by_text("Attention rollout (Abnar & Zuidema, 2020)").first.wait_for(timeout=RENDER_MS)
         page.screenshot(path=str(ARTIFACTS / "rollout.png"))
+        _pick_by_clicking(page)
+
+
+# The picker's plotly div, the most isolated point on it (in pixels, over all group traces, so that the click lands
+# on that point and no other), and where that point is on the page.
+PICKER = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).find(gd =>
+    String(gd.layout?.title?.text || '').includes('Click a token'))"""
+ISOLATED_POINT = f"""(skipIndex) => {{
+    const gd = ({PICKER})();
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, size = gd._fullLayout._size;
+    const box = gd.getBoundingClientRect();
+    const points = [];
+    gd._fullData.forEach((t, c) => {{  // decoded arrays (gd.data may hold them base64-encoded)
+        if (!t.customdata) return;
+        for (let i = 0; i < t.x.length; i++) points.push({{
+            c, name: t.name, index: Number(t.customdata[i]),
+            px: box.left + size.l + xa.l2p(t.x[i]), py: box.top + size.t + ya.l2p(t.y[i])}});
+    }});
+    let best = null, bestGap = -1;
+    for (const p of points) {{
+        if (p.index === skipIndex || p.px < box.left + size.l + 10 || p.py < box.top + size.t + 10) continue;
+        let gap = Infinity;
+        for (const q of points) if (q !== p) gap = Math.min(gap, Math.hypot(p.px - q.px, p.py - q.py));
+        if (gap > bestGap) {{ bestGap = gap; best = p; }}
+    }}
+    return {{...best, gap: bestGap}};
+}}"""
+
+
+def _pick_by_clicking(page: Any) -> None:
+    """A real click on a point of the Rollout view's picker: the index box follows and that token's rollout shows."""
+    page.wait_for_function(f"() => !!({PICKER})()", timeout=RENDER_MS)
+    page.locator(".js-plotly-plot").filter(has_text="Click a token").first.scroll_into_view_if_needed()
+    before = int(page.get_by_label("Token index", exact=False).input_value())
+    target = page.evaluate(ISOLATED_POINT, before)  # another index than the one shown, so that the box must change
+    assert target["gap"] > 4, target  # pixels to the next point: the click can only mean this one
+    page.mouse.move(target["px"], target["py"])
+    page.wait_for_function(f"() => (({PICKER})()._hoverdata || []).length > 0", timeout=RENDER_MS)
+    page.mouse.click(target["px"], target["py"])
+    expected = f"Rollout of {target['name']}:{target['index']} "
+    page.wait_for_function(
+        f"""() => Array.from(document.querySelectorAll('.js-plotly-plot .gtitle'))
+            .some(e => e.textContent.startsWith({expected!r}))""",
+        timeout=RENDER_MS,
+    )
+    _settle(page, 2)
+    index = int(page.get_by_label("Token index", exact=False).input_value())
+    assert index == target["index"] != before, (index, before, target)
+    page.screenshot(path=str(ARTIFACTS / "rollout_picked.png"))
+
+
+# The main weights map (the one with the invisible box-select layer) and the page position of a point in its cells.
+WEIGHTS_MAP = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).find(gd =>
+    (gd.data || []).some(t => t.name === 'box select'))"""
+CELL_TO_PAGE = f"""([x, y]) => {{
+    const gd = ({WEIGHTS_MAP})();
+    const size = gd._fullLayout._size, box = gd.getBoundingClientRect();
+    return [box.left + size.l + gd._fullLayout.xaxis.l2p(x), box.top + size.t + gd._fullLayout.yaxis.l2p(y)];
+}}"""
+MAIN_MAP_TITLE = """() => Array.from(document.querySelectorAll('.js-plotly-plot .gtitle')).map(e => e.textContent)
+    .find(t => t.includes('Attention weights') && !t.includes('window')) || ''"""
+ZOOM_TITLE = """() => Array.from(document.querySelectorAll('.js-plotly-plot .gtitle')).map(e => e.textContent)
+    .find(t => t.includes('window queries')) || ''"""
+
+
+def test_a_box_drawn_on_the_weights_map_computes_its_window(app_url: str) -> None:
+    """A real drag on the heatmap (away from the layer's corner points) fills the typed ranges and draws the window."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with headless_chromium() as browser:
+        page = open_page(browser, app_url)
+        _settle(page, 2)
+        page.get_by_role("tab", name="Weights").click()
+        page.wait_for_function(f"() => !!({WEIGHTS_MAP})()", timeout=RENDER_MS)
+        _settle(page, 2)
+        page.locator(".js-plotly-plot").filter(has_text="Attention weights").first.scroll_into_view_if_needed()
+        # Cells 20..50 (rows) x 30..60 (columns): their centres lie inside the box, no other cell's does.
+        start = page.evaluate(CELL_TO_PAGE, [29.6, 19.6])
+        end = page.evaluate(CELL_TO_PAGE, [60.4, 50.4])
+        page.mouse.move(*start)
+        page.mouse.down()
+        page.mouse.move(*end, steps=8)
+        page.mouse.up()
+        page.wait_for_function(f"() => ({ZOOM_TITLE})() !== ''", timeout=RENDER_MS)
+        _settle(page, 3)
+        title = page.evaluate(ZOOM_TITLE)
+        queries, keys = title.split("window queries ")[1].split(" x keys ")
+        q0, q1 = (int(v) for v in queries.split(":"))
+        k0, k1 = (int(v) for v in keys.split(":"))
+        assert page.get_by_label("First query token").input_value() == str(q0)
+        assert page.get_by_label("End key token (excluded)").input_value() == str(k1)
+        # Whole bins of the main map, the box's cells give or take one (a cell is about a pixel and a half wide).
+        main = page.evaluate(MAIN_MAP_TITLE)
+        grid = re.search(r"1 cell = (\d+) query x (\d+) key tokens", main)
+        assert grid, main
+        rows, cols = (int(v) for v in grid.groups())
+        assert all(v % rows == 0 for v in (q0, q1)) and all(v % cols == 0 for v in (k0, k1)), (main, title)
+        assert abs(q0 / rows - 20) <= 1 and abs(q1 / rows - 51) <= 1, (main, title)
+        assert abs(k0 / cols - 30) <= 1 and abs(k1 / cols - 61) <= 1, (main, title)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.screenshot(path=str(ARTIFACTS / "box_drawn.png"))
+        page.locator(".js-plotly-plot").filter(has_text="window queries").first.scroll_into_view_if_needed()
+        page.wait_for_function(IDLE, timeout=RENDER_MS)
+        page.screenshot(path=str(ARTIFACTS / "box_window.png"))

@@ -100,7 +100,7 @@ def test_inference_perceiver_queries_sit_at_the_recorded_query_positions() -> No
     recorded = capture.positions()
     expected = torch.cat([recorded[name].float().reshape(-1, 3) for name in ("surface_queries", "volume_queries")])
     queries = run.layout.by_name["queries"]
-    placed = run.inputs.positions[0, queries.key_offset : queries.key_offset + queries.size]
+    placed = run.inputs.positions[0, queries.input_span]
     torch.testing.assert_close(placed, expected, rtol=0, atol=0)
     assert not [note for note in run.notes if "no recorded positions" in note]
 

@@ -119,8 +119,7 @@ def query_slice(layout: TokenLayout, name: str) -> slice:
 
 
 def key_slice(layout: TokenLayout, name: str) -> slice:
-    group = layout.by_name[name]
-    return slice(group.key_offset, group.key_offset + group.size)
+    return layout.by_name[name].key_span
 
 
 @pytest.fixture(scope="module")

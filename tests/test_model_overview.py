@@ -99,8 +99,8 @@ def test_group_mass_equals_mean_of_exact_rows() -> None:
     for qi, group in enumerate(layout.query_groups):
         assert group.query_offset is not None
         rows = torch.stack([layer.run.exact_row(group.query_offset + i)[0] for i in range(group.size)])
-        for kj, key in enumerate(layout.groups):
-            expected = rows[..., key.key_offset : key.key_offset + key.size].sum(-1).mean(0)
+        for kj, key in enumerate(layout.key_groups):
+            expected = rows[..., key.key_span].sum(-1).mean(0)
             np.testing.assert_allclose(stats.group_mass[:, qi, kj], expected.numpy(), atol=1e-6)
 
 

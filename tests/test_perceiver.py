@@ -130,7 +130,10 @@ def perceiver_doc(kv_size: int | None = 30, use_rope: bool = True, **run: Any) -
         (lambda d: d["token_specs"].__setitem__(0, {"surface_queries": None}), "token_specs[0]", "Give it a size"),
         (lambda d: d["token_specs"].__setitem__(1, {"geometry": 0}), "token_specs[1]", "0 tokens"),
         (lambda d: d["run"].update(padding={"surface_queries": 2}), "run.padding", "key_padding_mask"),
-        (lambda d: d["attention"].update(kv_dim=16), "attention.kv_dim", "hidden_dim (24)"),
+        (lambda d: d["attention"].update(kv_dim="wide"), "attention.kv_dim", "positive whole number"),
+        (lambda d: d["attention"].update(kv_dim=0), "attention.kv_dim", "null for hidden_dim (24)"),
+        (lambda d: d["attention"].update(kv_dim=4), "attention.kv_dim", "need kv_dim >= 6"),
+        (lambda d: (d["attention"].update(kv_dim=16), d["run"].update(weights="spatial")), "run.weights", "kv_dim"),
         (
             lambda d: d.update(attention_patterns=[{"query_tokens": ["geometry"], "key_value_tokens": ["geometry"]}]),
             "attention_patterns",
@@ -161,7 +164,9 @@ def test_perceiver_run_layout_forward_and_exact_weights(device: torch.device) ->
     run = ExplorerRun(perceiver_doc(device=device.type))
     layout = run.layout
     assert [g.name for g in layout.query_groups] == ["surface_queries"]
-    assert (layout.n_queries, layout.n_keys) == (40, 70)
+    # The key axis holds only what the queries attend to: the 30 key/value tokens, not the query group.
+    assert (layout.n_queries, layout.n_keys, layout.n_inputs) == (40, 30, 70)
+    assert [g.name for g in layout.key_groups] == ["geometry"]
     module = run.module
     assert isinstance(module, PerceiverAttention)
     x, freqs = run.inputs.x, run.inputs.freqs
@@ -173,19 +178,53 @@ def test_perceiver_run_layout_forward_and_exact_weights(device: torch.device) ->
     # Unpooled map (budget above the token counts) = the softmax the module applies, with zeros outside the pattern.
     result = run.weights(pixels=128)
     assert result.rows.exact and result.cols.exact
+    assert result.mean.shape[-2:] == (40, 30) and result.received.shape[-1] == 30
     with torch.no_grad():
         queries = module.project_queries(x[:, :40], freqs[:, :40])
         keys, _ = module.project_keys_values(x[:, 40:], freqs[:, 40:])
         probs = torch.softmax(queries @ keys.transpose(-1, -2) / module.head_dim**0.5, dim=-1).cpu()
-    torch.testing.assert_close(result.mean[..., 40:], probs, atol=1e-5, rtol=0)
-    assert float(result.mean[..., :40].abs().max()) == 0.0  # queries never attend to their own group
-    torch.testing.assert_close(run.exact_row(7)[..., 40:], probs[:, :, 7], atol=1e-5, rtol=0)
-    torch.testing.assert_close(result.group_mass[..., 1], torch.ones(1, 2, 1))
+    torch.testing.assert_close(result.mean, probs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(run.exact_row(7), probs[:, :, 7], atol=1e-5, rtol=0)
+    torch.testing.assert_close(result.group_mass, torch.ones(1, 2, 1, 1))
+
+
+@pytest.mark.parametrize("inputs", ["random", "point_cloud"])
+@pytest.mark.parametrize("kv_dim", [12, 40])
+def test_a_perceiver_with_its_own_kv_dim_reads_that_many_features(inputs: str, kv_dim: int) -> None:
+    doc = perceiver_doc(inputs=inputs)
+    doc["attention"]["kv_dim"] = kv_dim
+    run = ExplorerRun(doc)
+    module = run.module
+    assert isinstance(module, PerceiverAttention) and module.k.in_features == kv_dim
+    x, freqs = run.inputs.x, run.inputs.freqs
+    assert freqs is not None
+    # One input axis as wide as the wider input; each group's rows are zero beyond its own features.
+    assert x.shape[-1] == max(24, kv_dim)
+    assert not x[:, :40, 24:].any() and not x[:, 40:, kv_dim:].any() and x[:, 40:, :kv_dim].abs().sum() > 0
+    with torch.no_grad():
+        expected, _ = module(x[:, :40, :24], x[:, 40:, :kv_dim], q_freqs=freqs[:, :40], k_freqs=freqs[:, 40:])
+        queries = module.project_queries(x[:, :40, :24], freqs[:, :40])
+        keys, _ = module.project_keys_values(x[:, 40:, :kv_dim], freqs[:, 40:])
+    torch.testing.assert_close(run.forward().output, expected.float().cpu(), atol=1e-5, rtol=0)
+    probs = torch.softmax(queries @ keys.transpose(-1, -2) / module.head_dim**0.5, dim=-1)
+    torch.testing.assert_close(run.weights(pixels=64).mean, probs, atol=1e-5, rtol=0)
+    assert all(t.max_abs_diff is not None and t.max_abs_diff <= 1e-5 for t in run.backends(1, ("mixed", "dense")))
+    cached_doc = perceiver_doc(kv_size=None, inputs=inputs, kv_cache_sizes={"geometry": 25})
+    cached_doc["attention"]["kv_dim"] = kv_dim
+    check = ExplorerRun(cached_doc).kv_cache_check()
+    assert check is not None and check.equal, check.max_abs_diff
+
+
+def test_random_inputs_of_a_perceiver_without_its_own_kv_dim_are_unchanged() -> None:
+    """The same seed gives the same features as before kv_dim was supported (one Gaussian draw, hidden wide)."""
+    run = ExplorerRun(perceiver_doc(inputs="random"))
+    expected = torch.randn(1, 70, 24, generator=torch.Generator().manual_seed(run.scenario.run.seed))
+    assert torch.equal(run.inputs.x.cpu(), expected)
 
 
 def test_perceiver_run_with_cached_keys_values_matches_one_pass() -> None:
     run = ExplorerRun(perceiver_doc(kv_size=None, kv_cache_sizes={"geometry": 25}))
-    assert run.layout.has_cache and run.layout.n_keys == 65
+    assert run.layout.has_cache and run.layout.n_keys == 25
     check = run.kv_cache_check()
     assert check is not None and check.cached_groups == ["geometry"]
     assert check.equal, check.max_abs_diff

@@ -34,10 +34,8 @@ def dense_rollout(layers: list[LayerSource], group: str, index: int) -> dict[str
             for i in range(q.size):
                 row = np.zeros(total)
                 weights = layer.run.exact_row(q.query_offset + i)[0].double().mean(0).numpy()
-                for key in layout.groups:
-                    row[offsets[key.name] : offsets[key.name] + key.size] += (
-                        0.5 * weights[key.key_offset : key.key_offset + key.size]
-                    )
+                for key in layout.key_groups:
+                    row[offsets[key.name] : offsets[key.name] + key.size] += 0.5 * weights[key.key_span]
                 row[offsets[q.name] + i] += 0.5
                 matrix[offsets[q.name] + i] = row / row.sum()
         r = r @ matrix

@@ -686,6 +686,6 @@ def test_a_small_uploaded_cloud_is_reused_not_replaced_by_the_sample_car() -> No
     run = ExplorerRun(small_preset("self_anchor"), point_cloud=cloud)
     positions = run.inputs.positions[0].numpy()
     surface = run.layout.by_name["surface_queries"]
-    drawn = positions[surface.key_offset : surface.key_offset + surface.size]
+    drawn = positions[surface.input_span]
     assert surface.size > 4 and drawn.min() >= 50 and drawn.max() <= 51  # only the uploaded points, reused
     assert any("surface_queries" in note and "reused" in note for note in run.notes)

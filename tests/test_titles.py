@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image, ImageFont
 
-from noether.explorer.figures import MULTILINE_TITLE_PAD, TITLE_LINE_PX, map_figure, row_figure
+from noether.explorer.figures import map_figure, row_figure
+from noether.explorer.figures_style import MULTILINE_TITLE_PAD, TITLE_LINE_PX
 from noether.explorer.png import LINE_HEIGHT, MARGIN_TOP, _drawable, map_png
 from noether.explorer.run import ExplorerRun
 from noether.explorer.titles import TITLE_CHARS, wrap_title, wrap_to_pixels

@@ -38,11 +38,12 @@ def test_query_rows_and_key_columns_skip_cached_groups(small_run):
     layout = small_run.layout
     assert views.query_row(layout, "volume_queries", 3) == 24 + 3
     assert views.query_row(layout, "volume_queries", 999) == 24 + 19
-    assert views.query_key_column(layout, 24 + 3) == 16 + 24 + 8 + 3
+    assert views.query_token_index(layout, 24 + 3) == 16 + 24 + 8 + 3
     with pytest.raises(KeyError):
         views.query_row(layout, "surface_anchors", 0)
-    labels = views.key_labels(layout)
-    assert len(labels) == layout.n_keys and labels[16] == "surface_queries" and labels[-1] == "volume_queries"
+    labels = views.token_labels(layout)
+    assert len(labels) == layout.n_inputs == layout.n_keys
+    assert labels[16] == "surface_queries" and labels[-1] == "volume_queries"
 
 
 ANCHORS = {

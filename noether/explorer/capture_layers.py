@@ -291,7 +291,7 @@ def _positions(
                 notes.append(f"'{group.name}' placed at the recorded positions of {names} (the next call's groups).")
         if points is None:
             missing.append(group.name)
-            points = placeholder[:, group.key_offset : group.key_offset + group.size]
+            points = placeholder[:, group.input_span]
         parts.append(points)
     if missing:
         notes.append(
@@ -370,8 +370,9 @@ def mixed_layer(capture: Capture, call: CallEntry) -> Layer:
     return layer
 
 
-def _key_mask_of(attn_mask: torch.Tensor, batch: int, tokens: int) -> torch.Tensor | None:
-    """A (batch, tokens) key mask equivalent to ``attn_mask`` when it masks keys only, else None."""
+def _key_mask_of(attn_mask: torch.Tensor, batch: int, tokens: int, keys: int | None = None) -> torch.Tensor | None:
+    """A (batch, keys) key mask equivalent to ``attn_mask`` when it masks keys only, else None (``tokens`` queries;
+    ``keys`` defaults to ``tokens``, as in self-attention)."""
     mask = attn_mask
     if mask.dtype != torch.bool:
         # Additive masks: 0 keeps a key; -inf (or the dtype's lowest finite value, as recorders store it) drops it.
@@ -382,7 +383,7 @@ def _key_mask_of(attn_mask: torch.Tensor, batch: int, tokens: int) -> torch.Tens
     while mask.ndim < 4:
         mask = mask.unsqueeze(0)
     try:
-        full = mask.expand(batch, mask.shape[1], tokens, tokens)
+        full = mask.expand(batch, mask.shape[1], tokens, tokens if keys is None else keys)
     except RuntimeError:
         return None
     rows = full[:, :1, :1, :]

@@ -9,7 +9,16 @@ from typing import Any
 import torch
 
 from noether.explorer.capture_file import CallEntry, Capture
-from noether.explorer.capture_layers import Layer, _attention, _blank, _positions, _refused, _scenario, converter
+from noether.explorer.capture_layers import (
+    Layer,
+    _attention,
+    _blank,
+    _key_mask_of,
+    _positions,
+    _refused,
+    _scenario,
+    converter,
+)
 from noether.explorer.inputs import CapturedInputs
 from noether.explorer.layout import TokenLayout
 
@@ -39,6 +48,17 @@ def _perceiver_filling_call(
     return None
 
 
+def _side_by_side(q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+    """q's tokens then kv's on one input axis; with kv_dim != hidden_dim the narrower one's rows are zero-padded
+    (each projection reads only its leading features)."""
+    width = max(q.shape[-1], kv.shape[-1])
+
+    def widened(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t, t.new_zeros(*t.shape[:-1], width - t.shape[-1])], dim=-1)
+
+    return torch.cat([widened(q), widened(kv)], dim=1)
+
+
 @converter("perceiver")
 def perceiver_layer(capture: Capture, call: CallEntry) -> Layer:
     """A PerceiverAttention call: its queries as one group, its keys/values (or their cache) as the other."""
@@ -48,16 +68,30 @@ def perceiver_layer(capture: Capture, call: CallEntry) -> Layer:
     cache = _flat_cache(capture, call.kv_cache)
     if q is None or (kv is None and cache is None):
         return _refused(layer, "the call has no q, or neither kv nor a kv_cache, recorded.")
-    if call.inputs.get("attn_mask") is not None:
-        return _refused(
-            layer, "it was called with an attn_mask; the explorer represents a perceiver call without one (yet)."
-        )
+    batch, n_queries = q.shape[0], q.shape[1]
+    n_kv = int(cache["k"].shape[2]) if cache is not None else int(kv.shape[1])  # type: ignore[union-attr]
+    key_mask = None
+    attn_mask = capture.tensor(call.inputs.get("attn_mask"))
+    if attn_mask is not None:
+        if cache is not None:
+            return _refused(
+                layer,
+                "it read a kv_cache and was called with an attn_mask; the explorer represents a masked perceiver call "
+                "only when it projects its keys/values from kv (yet).",
+            )
+        key_mask = _key_mask_of(attn_mask, batch, n_queries, n_kv)
+        if key_mask is None:
+            return _refused(
+                layer,
+                f"its attn_mask {tuple(attn_mask.shape)} varies by query or head; the explorer represents a "
+                "perceiver's mask only when it masks keys/values (the same for every query and head).",
+            )
+        if bool(key_mask.all()):
+            key_mask = None
     config = capture.manifest.modules[call.module].config
     attention = {**_attention(capture, call), "kind": "perceiver"}
     if config.get("kv_dim") is not None:
         attention["kv_dim"] = config["kv_dim"]
-    batch, n_queries = q.shape[0], q.shape[1]
-    n_kv = int(cache["k"].shape[2]) if cache is not None else int(kv.shape[1])  # type: ignore[union-attr]
     data = {
         "attention": attention,
         "token_specs": [
@@ -75,7 +109,8 @@ def perceiver_layer(capture: Capture, call: CallEntry) -> Layer:
     if cache is not None:
         filled = _perceiver_filling_call(capture, call, cache["k"])
         known = filled is not None
-        kv, k_freqs = filled if filled is not None else (q.new_zeros(batch, n_kv, q.shape[-1]), None)
+        kv_features = int(config.get("kv_dim") or q.shape[-1])
+        kv, k_freqs = filled if filled is not None else (q.new_zeros(batch, n_kv, kv_features), None)
     assert kv is not None
     use_rope = bool(attention.get("use_rope"))
     freqs = None
@@ -90,10 +125,14 @@ def perceiver_layer(capture: Capture, call: CallEntry) -> Layer:
         # Built on demand, like the other kinds: placing the queries may read the next call's layer.
         positions, notes = _positions(capture, call, scenario, TokenLayout.from_scenario(scenario))
         return CapturedInputs(
-            x=torch.cat([q.float(), kv.float()], dim=1),
+            x=_side_by_side(q.float(), kv.float()),
             freqs=freqs,
             positions=positions,
             state_dict=capture.module_state_dict(call.module),
+            # The module's own input: its queries (never masked as keys), then the key/value tokens.
+            key_padding_mask=None
+            if key_mask is None
+            else torch.cat([key_mask.new_ones(batch, n_queries), key_mask.expand(batch, -1)], dim=1),
             kv_cache=None if cache is None else {PERCEIVER_KV_GROUP: {part: t.float() for part, t in cache.items()}},
             cached_inputs_known=known,
             notes=notes,

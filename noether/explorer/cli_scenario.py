@@ -143,7 +143,7 @@ def _attended(layout: Any) -> tuple[int, float]:
         return mask.total_pairs, mask.density
     except OverflowError:
         # Sizes beyond int64: count with Python integers instead.
-        queries, groups = layout.query_groups, layout.groups
+        queries, groups = layout.query_groups, layout.key_groups
         pairs = sum(
             queries[i].size * groups[j].real_keys
             for i in range(len(queries))

@@ -22,9 +22,9 @@ class CostSummary:
 
     n_queries: int
     n_keys: int
-    """Tokens on the key axis, which the dense and flex backends span (a perceiver's queries included)."""
+    """Tokens on the key axis, which the dense and flex backends span (a perceiver's queries have no keys)."""
     key_tokens: int
-    """Tokens that have keys (a perceiver's queries have none): what the layer attends over."""
+    """Tokens that have keys: what the layer attends over (the key axis)."""
     attended_pairs: int
     """(query, key) pairs the patterns attend, padded keys excluded (per batch element and head)."""
     sparsity: float
@@ -32,7 +32,9 @@ class CostSummary:
     attention_flops: float
     """QK^T and weights @ V over the attended pairs, all heads and batch elements."""
     projection_flops: float
-    """Q/K/V and output projections."""
+    """Q/K/V and output projections of the pass (multiply-adds x 2, biases not counted, as torch's flop counter
+    counts them): Q and the output for every query token, K and V for every token whose keys the pass projects
+    (none of a cached group's), from ``kv_dim`` features for a perceiver."""
     dense_mask_bytes: int
     """A boolean (queries x keys) mask, as one dense masked SDPA call needs."""
     dense_float_mask_bytes: int
@@ -41,7 +43,28 @@ class CostSummary:
     """Extra activations of the per-pattern path (concatenated Q/K/V per pattern); no mask at all."""
 
 
-def cost_summary(layout: TokenLayout, hidden_dim: int, batch: int, element_bytes: int) -> CostSummary:
+def projection_flops(layout: TokenLayout, hidden_dim: int, batch: int, kv_dim: int | None = None) -> float:
+    """FLOPs of the pass's linear layers (see :attr:`CostSummary.projection_flops`).
+
+    A mixed layer projects Q, K and V from every input token (its queries); a perceiver projects Q from its query
+    group and K, V from its key/value group (``kv_dim`` features, default ``hidden_dim``); cached groups are read,
+    not projected. The output projection maps every query token's attention output.
+    """
+    n_q = layout.n_queries
+    if layout.perceiver:
+        projected_keys = sum(group.size for group in layout.key_groups if not group.cached)
+        key_features = kv_dim or hidden_dim
+    else:
+        # With cached groups MixedAttention projects only queries (project_groups); otherwise K, V of every input.
+        projected_keys, key_features = (0 if layout.has_cache else n_q), hidden_dim
+    per_token = 2.0 * batch * hidden_dim
+    return per_token * (2 * n_q * hidden_dim + 2 * projected_keys * key_features)
+
+
+def cost_summary(
+    layout: TokenLayout, hidden_dim: int, batch: int, element_bytes: int, kv_dim: int | None = None
+) -> CostSummary:
+    """The analytic cost of one forward pass; ``kv_dim`` is a perceiver's key/value input width."""
     mask = group_mask(layout)
     n_q, n_k = layout.n_queries, layout.n_keys
     pattern_tokens = sum(
@@ -49,7 +72,6 @@ def cost_summary(layout: TokenLayout, hidden_dim: int, batch: int, element_bytes
         + 2 * sum(layout.by_name[name].size for name in p.key_value_tokens)
         for p in layout.patterns
     )
-    projected = n_q if layout.has_cache else 3 * n_q
     return CostSummary(
         n_queries=n_q,
         n_keys=n_k,
@@ -57,7 +79,7 @@ def cost_summary(layout: TokenLayout, hidden_dim: int, batch: int, element_bytes
         attended_pairs=mask.total_pairs,
         sparsity=1.0 - mask.density,
         attention_flops=4.0 * batch * mask.total_pairs * hidden_dim,
-        projection_flops=2.0 * batch * hidden_dim * hidden_dim * (projected + n_q),
+        projection_flops=projection_flops(layout, hidden_dim, batch, kv_dim),
         dense_mask_bytes=n_q * n_k,
         dense_float_mask_bytes=4 * n_q * n_k,
         per_pattern_bytes=batch * hidden_dim * element_bytes * pattern_tokens,
@@ -150,9 +172,34 @@ def _stack_axes(layout: TokenLayout, groups: GroupTensors) -> tuple[torch.Tensor
     def column(store: dict[str, torch.Tensor], name: str, size: int) -> torch.Tensor:
         return store[name] if name in store else reference.new_zeros(shape[0], shape[1], size, shape[3])
 
-    k = torch.cat([column(groups.k, g.name, g.size) for g in layout.groups], dim=2)
-    v = torch.cat([column(groups.v, g.name, g.size) for g in layout.groups], dim=2)
+    k = torch.cat([column(groups.k, g.name, g.size) for g in layout.key_groups], dim=2)
+    v = torch.cat([column(groups.v, g.name, g.size) for g in layout.key_groups], dim=2)
     return q, k, v
+
+
+def _with_key_masks(mask: torch.Tensor, layout: TokenLayout, key_masks: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """The layout's (queries x keys) mask, narrowed per sample by key masks it does not know (recorded ones)."""
+    if not key_masks:
+        return mask
+    batch = next(iter(key_masks.values())).shape[0]
+    real = torch.cat(
+        [
+            key_masks[g.name].to(mask.device) if g.name in key_masks else mask.new_ones(batch, g.size)
+            for g in layout.key_groups
+        ],
+        dim=1,
+    )
+    return mask[None, None] & real[:, None, None, :]
+
+
+def _layout_has(layout: TokenLayout, key_masks: dict[str, torch.Tensor] | None) -> bool:
+    """Whether the key masks are the layout's own trailing padding (so that a mask built from groups includes them)."""
+    for name, mask in (key_masks or {}).items():
+        group = layout.by_name[name]
+        expected = (torch.arange(group.size, device=mask.device) < group.real_keys).expand_as(mask)
+        if not torch.equal(mask.bool(), expected):
+            return False
+    return True
 
 
 def _mixed_output(
@@ -205,7 +252,7 @@ def time_backends(
         else:
             report(0.3, "timing one dense masked SDPA call")
             q, k, v = _stack_axes(layout, groups)
-            mask = dense_mask(layout, device)
+            mask = _with_key_masks(dense_mask(layout, device), layout, key_masks)
             seconds, out = _median_time(
                 lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), device, repeats
             )
@@ -221,6 +268,8 @@ def time_backends(
             del mask, q, k, v, out
     if "flex" in include:
         reason = refuse("flex")
+        if not _layout_has(layout, key_masks):
+            reason = "the recorded key mask differs per sample; the block mask is built from the groups alone."
         if reason:
             results.append(BackendTiming("FlexAttention", False, note=reason))
         else:

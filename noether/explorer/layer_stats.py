@@ -155,7 +155,7 @@ def layer_statistics(
     batch, heads = x_queries.shape[0], core.num_heads
     query_groups = layout.query_groups
     rng = np.random.default_rng(seed)
-    mass = torch.zeros(batch, heads, len(query_groups), len(layout.groups), dtype=torch.float64)
+    mass = torch.zeros(batch, heads, len(query_groups), len(layout.key_groups), dtype=torch.float64)
     entropy = torch.zeros(batch, heads, len(query_groups), dtype=torch.float64)
     samples: list[TopKSample | None] = []
     done = 0
@@ -205,7 +205,7 @@ def layer_statistics(
     sizes = torch.tensor([max(g.size, 1) for g in query_groups], dtype=torch.float64)
     return LayerStatistics(
         query_groups=[g.name for g in query_groups],
-        key_groups=[g.name for g in layout.groups],
+        key_groups=[g.name for g in layout.key_groups],
         allowed=layout.allowed.copy(),
         group_mass=(mass / sizes[:, None]).mean(0).numpy(),
         entropy=(entropy / sizes).mean(0).numpy(),

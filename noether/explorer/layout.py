@@ -23,17 +23,35 @@ class Group:
     """Trailing tokens masked out as keys (key_padding_mask False)."""
     query_offset: int | None
     """First row on the query axis; None for groups without queries (cached ones, a perceiver's keys/values)."""
-    key_offset: int
+    key_offset: int | None
+    """First column on the key axis; None for a group without keys (a perceiver's queries)."""
+    input_offset: int
+    """First token in the input tensors (features, positions, RoPE), which hold every group in token_specs order."""
 
     @property
     def real_keys(self) -> int:
         return self.size - self.padding
 
+    @property
+    def key_span(self) -> slice:
+        """Columns of this group on the key axis (a group without keys has none)."""
+        return slice(0, 0) if self.key_offset is None else slice(self.key_offset, self.key_offset + self.size)
+
+    @property
+    def input_span(self) -> slice:
+        """Tokens of this group in the input tensors."""
+        return slice(self.input_offset, self.input_offset + self.size)
+
 
 @dataclass(frozen=True)
 class TokenLayout:
-    """The token axes of a scenario: queries are the input groups (but a perceiver's key/value group), keys are all
-    groups (cached ones included)."""
+    """The token axes of a scenario.
+
+    Three axes, each listing groups in token_specs order: the input axis holds every group (the rows of the
+    features, positions and RoPE tensors); the query axis the groups the pass computes queries for (not the cached
+    ones, nor a perceiver's keys/values); the key axis the groups with keys (all, but a perceiver's queries, which
+    only read the keys/values input).
+    """
 
     groups: tuple[Group, ...]
     patterns: tuple[AttentionPattern, ...]
@@ -44,13 +62,15 @@ class TokenLayout:
     @classmethod
     def from_scenario(cls, scenario: Scenario) -> "TokenLayout":
         groups = []
-        query_offset = key_offset = 0
-        # A perceiver's second group only gives keys/values: it is on the key axis but has no queries.
+        query_offset = key_offset = input_offset = 0
         perceiver = scenario.attention.kind == "perceiver"
+        # A perceiver's first group only gives queries, its second only keys/values.
+        query_only = {spec.name for spec in scenario.token_specs[:1]} if perceiver else set()
         key_only = {spec.name for spec in scenario.token_specs[1:2]} if perceiver else set()
         for spec in scenario.token_specs:
             cached = spec.size is None
             queried = not cached and spec.name not in key_only
+            keyed = spec.name not in query_only
             size = scenario.key_size(spec)
             groups.append(
                 Group(
@@ -59,11 +79,13 @@ class TokenLayout:
                     cached=cached,
                     padding=scenario.run.padding.get(spec.name, 0),
                     query_offset=query_offset if queried else None,
-                    key_offset=key_offset,
+                    key_offset=key_offset if keyed else None,
+                    input_offset=input_offset,
                 )
             )
-            key_offset += size
+            key_offset += size if keyed else 0
             query_offset += size if queried else 0
+            input_offset += size
         patterns = query_patterns(scenario.patterns(), set(scenario.cached_names()))
         return cls(groups=tuple(groups), patterns=tuple(patterns), perceiver=perceiver)
 
@@ -76,20 +98,28 @@ class TokenLayout:
         return [group for group in self.groups if group.query_offset is not None]
 
     @property
+    def key_groups(self) -> list[Group]:
+        """Groups on the key axis, in its order: the columns of every map, mask and group matrix."""
+        return [group for group in self.groups if group.key_offset is not None]
+
+    @property
     def n_queries(self) -> int:
         return sum(group.size for group in self.query_groups)
 
     @property
     def n_keys(self) -> int:
-        return sum(group.size for group in self.groups)
+        """Width of the key axis (a perceiver's queries are not on it)."""
+        return sum(group.size for group in self.key_groups)
 
     @property
     def n_key_tokens(self) -> int:
-        """Tokens the module computes keys for: every group, except a perceiver's queries. The key axis of the maps
-        still lists every group, so that it lines up with the query axis; counts and sparsity use this."""
-        if self.perceiver:
-            return sum(group.size for group in self.groups if group.query_offset is None)
+        """Tokens the module computes keys for: the key axis (kept as a name of its own for readers of counts)."""
         return self.n_keys
+
+    @property
+    def n_inputs(self) -> int:
+        """Tokens of the input tensors: every group, cached ones (their filling pass's input) included."""
+        return sum(group.size for group in self.groups)
 
     @property
     def has_cache(self) -> bool:
@@ -108,8 +138,8 @@ class TokenLayout:
 
     @cached_property
     def allowed(self) -> np.ndarray:
-        """Bool (query groups x all groups): True where the row group attends to the column group."""
-        column = {group.name: j for j, group in enumerate(self.groups)}
+        """Bool (query groups x key groups): True where the row group attends to the column group."""
+        column = {group.name: j for j, group in enumerate(self.key_groups)}
         rows = {group.name: i for i, group in enumerate(self.query_groups)}
         allowed = np.zeros((len(rows), len(column)), dtype=bool)
         for pattern in self.patterns:
@@ -128,7 +158,8 @@ class TokenLayout:
 
     def key_group_at(self, column: int) -> tuple[Group, int]:
         """The group holding key-axis ``column`` and the column's index inside it."""
-        for group in self.groups:
+        for group in self.key_groups:
+            assert group.key_offset is not None
             if group.key_offset <= column < group.key_offset + group.size:
                 return group, column - group.key_offset
         raise IndexError(f"key column {column} is outside 0..{self.n_keys - 1}")
@@ -195,7 +226,8 @@ class GroupMask:
     pairs: np.ndarray
     """Attended (query, key) token pairs per block; padded keys excluded."""
     key_tokens: int
-    """Tokens with keys (a perceiver's query group has none), the width of the query x key matrix."""
+    """Tokens with keys (a perceiver's query group has none): the width of the key axis and of the query x key
+    matrix."""
 
     @property
     def total_pairs(self) -> int:
@@ -211,12 +243,13 @@ class GroupMask:
 def group_mask(layout: TokenLayout) -> GroupMask:
     queries = layout.query_groups
     query_sizes = np.array([g.size for g in queries], dtype=np.int64)
-    real_keys = np.array([g.real_keys for g in layout.groups], dtype=np.int64)
+    keys = layout.key_groups
+    real_keys = np.array([g.real_keys for g in keys], dtype=np.int64)
     return GroupMask(
         query_names=[g.name for g in queries],
-        key_names=[g.name for g in layout.groups],
+        key_names=[g.name for g in keys],
         query_sizes=query_sizes,
-        key_sizes=np.array([g.size for g in layout.groups], dtype=np.int64),
+        key_sizes=np.array([g.size for g in keys], dtype=np.int64),
         allowed=layout.allowed,
         pairs=layout.allowed * np.outer(query_sizes, real_keys),
         key_tokens=layout.n_key_tokens,

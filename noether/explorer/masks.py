@@ -21,8 +21,8 @@ def _query_overlaps(layout: TokenLayout, rows: PoolGrid) -> np.ndarray:
 
 
 def _key_overlaps(layout: TokenLayout, cols: PoolGrid) -> np.ndarray:
-    """(column bins x groups) real (unpadded) key tokens of each group in each bin."""
-    columns = [cols.overlap(g.key_offset, g.key_offset + g.real_keys) for g in layout.groups]
+    """(column bins x key groups) real (unpadded) key tokens of each group in each bin."""
+    columns = [cols.overlap(g.key_span.start, g.key_span.start + g.real_keys) for g in layout.key_groups]
     return np.stack(columns, axis=1).astype(np.float64)
 
 
@@ -33,10 +33,10 @@ def pooled_mask(layout: TokenLayout, rows: PoolGrid, cols: PoolGrid) -> np.ndarr
 
 
 def token_group_ids(layout: TokenLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-token lookups: query row -> query-group index, key column -> group index, key column -> not padded."""
+    """Per-token lookups: query row -> query-group index, key column -> key-group index, key column -> not padded."""
     query_ids = torch.cat([torch.full((g.size,), i, dtype=torch.int32) for i, g in enumerate(layout.query_groups)])
-    key_ids = torch.cat([torch.full((g.size,), j, dtype=torch.int32) for j, g in enumerate(layout.groups)])
-    key_real = torch.cat([torch.arange(g.size) < g.real_keys for g in layout.groups])
+    key_ids = torch.cat([torch.full((g.size,), j, dtype=torch.int32) for j, g in enumerate(layout.key_groups)])
+    key_real = torch.cat([torch.arange(g.size) < g.real_keys for g in layout.key_groups])
     return query_ids, key_ids, key_real
 
 

@@ -159,7 +159,7 @@ def propagate(
             coefficient = mass[chosen] / (0.5 * head_mean.sum(-1) + 0.5)
             spread = 0.5 * (coefficient @ head_mean)
             for seg in segments:
-                name = layout.groups[seg.index].name
+                name = layout.key_groups[seg.index].name
                 result[name] += spread[seg.start : seg.start + seg.size]
             result[group.name].index_add_(0, chosen, 0.5 * coefficient)
     return result
@@ -362,6 +362,24 @@ def rollout_points(
     if not xyz:
         return np.zeros((0, 3)), np.zeros(0), [], notes
     return np.concatenate(xyz), np.concatenate(weights), labels, notes
+
+
+def pickable_points(
+    positions: Mapping[str, torch.Tensor | np.ndarray], sizes: Mapping[str, int], batch: int = 0
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """(tokens, 3) positions of the groups in ``sizes`` that have one position per token, and notes naming the others
+    (those can still be picked by group and index)."""
+    points_of = _positions_of(positions, batch)
+    points, notes = {}, []
+    for name, size in sizes.items():
+        found = points_of.get(name)
+        if found is None:
+            notes.append(f"'{name}' has no recorded positions; pick its tokens by index.")
+        elif found.shape[0] != size or found.shape[-1] != 3:
+            notes.append(f"'{name}': {found.shape[0]} positions for {size} tokens; pick its tokens by index.")
+        else:
+            points[name] = found.numpy()
+    return points, notes
 
 
 def chosen_point(

@@ -28,6 +28,7 @@ from noether.explorer.inputs import (
     cloud_shortfalls,
     key_padding_mask,
     key_real_mask,
+    key_value_features,
     query_rows,
 )
 from noether.explorer.layout import TokenLayout
@@ -176,7 +177,7 @@ class ExplorerRun(RunEstimates, RunKVCache, RunBackends):
         padding: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Any]:
         if isinstance(self.module, PerceiverAttention):
-            return _call_perceiver(self.module, x, specs, freqs, kv_cache)
+            return _call_perceiver(self.module, x, specs, freqs, kv_cache, padding)
         if isinstance(self.module, MixedAttention):
             return self.module(
                 x, specs, self.scenario.patterns(), key_padding_mask=padding, freqs=freqs, kv_cache=kv_cache
@@ -200,7 +201,13 @@ class ExplorerRun(RunEstimates, RunKVCache, RunBackends):
 
     @property
     def x_queries(self) -> torch.Tensor:
-        return query_rows(self.layout, self.inputs.x)
+        """Features of the query-axis tokens, as wide as the query projection reads (hidden_dim)."""
+        return query_rows(self.layout, self.inputs.x)[..., : self.scenario.attention.hidden_dim]
+
+    @property
+    def x_keys(self) -> torch.Tensor:
+        """Input-axis features as wide as the key/value projections read (a perceiver's kv_dim, else hidden_dim)."""
+        return self.inputs.x[..., : key_value_features(self.scenario)]
 
     @property
     def freqs_queries(self) -> torch.Tensor | None:
@@ -228,7 +235,7 @@ class ExplorerRun(RunEstimates, RunKVCache, RunBackends):
         if "keys" not in self._cache:
             with torch.no_grad():
                 self._cache["keys"] = group_keys(
-                    self.core, self.layout, self.inputs.x, self.inputs.freqs, self.kv_cache(progress)
+                    self.core, self.layout, self.x_keys, self.inputs.freqs, self.kv_cache(progress)
                 )
         return self._cache["keys"]
 

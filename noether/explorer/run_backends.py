@@ -6,9 +6,20 @@ import torch
 
 from noether.explorer.cost import BackendTiming, Progress, time_backends
 from noether.explorer.inputs import key_slice
+from noether.explorer.layout import TokenLayout
 from noether.explorer.problems import ExplorerError
 from noether.modeling.modules.attention import MixedAttention, MixedAttentionConfig, PerceiverAttention
 from noether.modeling.modules.attention.anchor_attention import GroupTensors
+
+
+def _split_padding(layout: TokenLayout, padding: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The module's key_padding_mask (its input: every group not cached, in order) as one mask per group."""
+    masks, start = {}, 0
+    for group in layout.groups:
+        if not group.cached:
+            masks[group.name] = padding[:, start : start + group.size]
+            start += group.size
+    return masks
 
 
 class RunBackends:
@@ -23,7 +34,7 @@ class RunBackends:
             keys, values = cache[kv.name]["k"], cache[kv.name]["v"]
         else:
             freqs = None if self.inputs.freqs is None else key_slice(self.layout, kv.name, self.inputs.freqs)
-            keys, values = self.module.project_keys_values(key_slice(self.layout, kv.name, self.inputs.x), freqs)
+            keys, values = self.module.project_keys_values(key_slice(self.layout, kv.name, self.x_keys), freqs)
         queries = self.module.project_queries(self.x_queries, self.freqs_queries)
         return GroupTensors(q={query.name: queries}, k={kv.name: keys}, v={kv.name: values})
 
@@ -49,11 +60,7 @@ class RunBackends:
             padding = self.padding_mask()
             with torch.no_grad():
                 groups = self._project_groups(cache)
-                key_masks = None
-                if padding is not None:
-                    key_masks = {
-                        g.name: padding[:, g.query_offset : g.query_offset + g.size] for g in self.layout.query_groups
-                    }
+                key_masks = None if padding is None else _split_padding(self.layout, padding)
 
                 def refuse(name: str) -> str | None:
                     estimate = self.dense_estimate() if name == "dense" else self.flex_estimate()

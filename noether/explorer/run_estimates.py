@@ -6,6 +6,7 @@ import torch
 
 from noether.explorer import guard
 from noether.explorer.cost import CostSummary, cost_summary
+from noether.explorer.inputs import key_value_features
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.scenario import Scenario
 from noether.explorer.weights import WeightOptions
@@ -30,8 +31,13 @@ class RunEstimates:
         return PoolGrid.fit(self.layout.n_queries, pixels), PoolGrid.fit(self.layout.n_keys, pixels)
 
     def cost(self) -> CostSummary:
+        attention = self.scenario.attention
         return cost_summary(
-            self.layout, self.scenario.attention.hidden_dim, self.scenario.run.batch_size, self._element_bytes
+            self.layout,
+            attention.hidden_dim,
+            self.scenario.run.batch_size,
+            self._element_bytes,
+            kv_dim=key_value_features(self.scenario),
         )
 
     @property
@@ -40,17 +46,18 @@ class RunEstimates:
 
     def setup_estimate(self) -> guard.Estimate:
         attention = self.scenario.attention
-        per_token = 3 * attention.hidden_dim * 4 + 3 * 4  # features with their fp32 intermediates, positions
+        width = max(attention.hidden_dim, key_value_features(self.scenario))
+        per_token = 3 * width * 4 + 3 * 4  # features with their fp32 intermediates, positions
         if attention.use_rope:
             per_token += (attention.head_dim or 0) * 4  # complex64 rotations, head_dim // 2 of them
-        inputs = self.scenario.run.batch_size * self.layout.n_keys * per_token
+        inputs = self.scenario.run.batch_size * self.layout.n_inputs * per_token
         # About ten floating-point operations per byte of features (sine-cosine waves, RoPE rotations).
         return guard.Estimate("building the inputs", inputs, guard.estimate_seconds(self.device, 10.0 * inputs))
 
     def forward_estimate(self) -> guard.Estimate:
         cost = self.cost()
         batch, hidden = self.scenario.run.batch_size, self.scenario.attention.hidden_dim
-        activations = 8 * batch * self.layout.n_keys * hidden * self._element_bytes + cost.per_pattern_bytes
+        activations = 8 * batch * self.layout.n_inputs * hidden * self._element_bytes + cost.per_pattern_bytes
         return guard.Estimate(
             "the forward pass",
             activations,

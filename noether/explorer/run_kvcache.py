@@ -57,7 +57,7 @@ class RunKVCache:
                     # MixedAttention caches only groups named "*_anchor*"; project the others the same way.
                     freqs = None if self.inputs.freqs is None else key_slice(self.layout, group.name, self.inputs.freqs)
                     with torch.no_grad():
-                        k, v = self.core.project_keys_values(key_slice(self.layout, group.name, self.inputs.x), freqs)
+                        k, v = self.core.project_keys_values(key_slice(self.layout, group.name, self.x_keys), freqs)
                     cache[group.name] = {"k": k, "v": v}
                     notes.append(
                         f"'{group.name}' has no '_anchor' in its name, so MixedAttention's new_kv_cache "

@@ -51,15 +51,25 @@ def _call_perceiver(
     specs: list[TokenSpec],
     freqs: torch.Tensor | None,
     kv_cache: dict | None,
+    padding: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Any]:
-    """Run a perceiver on the group layout: ``x`` holds the query group, then the key/value group unless cached."""
+    """Run a perceiver on the group layout: ``x`` holds the query group, then the key/value group unless cached.
+
+    ``padding`` (batch, input tokens), True = real, masks key/value tokens: it becomes the module's ``attn_mask``.
+
+    Each input gets the leading features its projection reads (hidden_dim for ``q``, kv_dim for ``kv``): the rows
+    of the narrower one are zero-padded in ``x``.
+    """
     query_spec, kv_spec = specs
     n_queries = query_spec.size or 0
+    q = x[:, :n_queries, : module.q.in_features]
     q_freqs = None if freqs is None else freqs[:, :n_queries]
     if kv_spec.size is None:
         assert kv_cache is not None
-        out, _ = module(x[:, :n_queries], None, q_freqs=q_freqs, kv_cache=kv_cache[kv_spec.name])
+        out, _ = module(q, None, q_freqs=q_freqs, kv_cache=kv_cache[kv_spec.name])
         return out, None
     k_freqs = None if freqs is None else freqs[:, n_queries:]
-    out, cache = module(x[:, :n_queries], x[:, n_queries:], q_freqs=q_freqs, k_freqs=k_freqs)
+    attn_mask = None if padding is None else padding[:, None, None, n_queries:]
+    kv = x[:, n_queries:, : module.k.in_features]
+    out, cache = module(q, kv, attn_mask=attn_mask, q_freqs=q_freqs, k_freqs=k_freqs)
     return out, {kv_spec.name: cache}

@@ -123,7 +123,7 @@ def preview_weight_maps(
     head_max = torch.zeros(batch, grid.bins, cols.bins)
     received = torch.zeros(batch, heads, layout.n_keys)
     n = len(sample.rows)
-    mass = torch.zeros(batch, heads, n, len(layout.groups))
+    mass = torch.zeros(batch, heads, n, len(layout.key_groups))
     entropy, top = torch.zeros(batch, heads, n), torch.zeros(batch, heads, n)
     device = x_queries.device
     for index, group in enumerate(layout.query_groups):

@@ -38,6 +38,7 @@ def _perceiver_problems(scenario: Scenario) -> list[Problem]:
                 "Give it a size; only the key/value group (the second) may come from a KV cache (size null).",
             )
         )
+    problems += _perceiver_width_problems(scenario)
     if any(scenario.run.padding.values()):
         problems.append(
             Problem(
@@ -57,6 +58,34 @@ def _perceiver_problems(scenario: Scenario) -> list[Problem]:
                     "Remove attention_patterns (it is generated from the two groups).",
                 )
             )
+    return problems
+
+
+def _perceiver_width_problems(scenario: Scenario) -> list[Problem]:
+    """A kv_dim other than hidden_dim: what the generated inputs and weights can and cannot give it."""
+    attention = scenario.attention
+    kv_dim = (attention.model_extra or {}).get("kv_dim")
+    if not isinstance(kv_dim, int) or kv_dim == attention.hidden_dim:
+        return []
+    problems = []
+    if scenario.run.weights == "spatial":
+        problems.append(
+            Problem(
+                "run.weights",
+                f"spatial weights compare query and key features, but kv_dim ({kv_dim}) differs from hidden_dim "
+                f"({attention.hidden_dim}), so the two inputs have different features.",
+                "Use weights: init, or set kv_dim to null.",
+            )
+        )
+    if scenario.run.inputs == "point_cloud" and kv_dim < MIN_WAVE_DIM:
+        problems.append(
+            Problem(
+                "attention.kv_dim",
+                f"point-cloud features are sine-cosine waves over 3-D positions and need kv_dim >= {MIN_WAVE_DIM} "
+                f"(got {kv_dim}).",
+                "Raise kv_dim or use inputs: random.",
+            )
+        )
     return problems
 
 

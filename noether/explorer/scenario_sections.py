@@ -64,14 +64,15 @@ def _check_attention(data: Any) -> tuple[ScenarioAttention | None, list[Problem]
 
 
 def _kv_dim_problems(attention: ScenarioAttention) -> list[Problem]:
+    """kv_dim is the perceiver's key/value input width: a positive whole number, or null for hidden_dim."""
     kv_dim = (attention.model_extra or {}).get("kv_dim")
-    if kv_dim is None or kv_dim == attention.hidden_dim:
+    if kv_dim is None or (isinstance(kv_dim, int) and not isinstance(kv_dim, bool) and kv_dim >= 1):
         return []
     return [
         Problem(
             "attention.kv_dim",
-            f"is {kv_dim!r}, but the explorer feeds every group hidden_dim ({attention.hidden_dim}) features.",
-            "Set kv_dim to null or to hidden_dim.",
+            f"is {kv_dim!r}, but it is the number of features of the key/value input.",
+            f"Give a positive whole number, or null for hidden_dim ({attention.hidden_dim}).",
         )
     ]
 

@@ -12,6 +12,7 @@ import torch
 
 from noether.explorer.cost import BackendTiming, CostSummary
 from noether.explorer.guard import format_bytes, format_duration
+from noether.explorer.inputs import on_input_axis
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.masks import GroupMask, group_mask, pooled_mask
 from noether.explorer.problems import count as count_of
@@ -98,8 +99,9 @@ def query_axis(layout: TokenLayout, grid: PoolGrid, origin: int = 0) -> Axis:
 
 
 def key_axis(layout: TokenLayout, grid: PoolGrid, origin: int = 0) -> Axis:
-    names = [g.name + (" (cached)" if g.cached else "") for g in layout.groups]
-    return _clipped(names, [(g.key_offset, g.key_offset + g.size) for g in layout.groups], grid, origin)
+    groups = layout.key_groups
+    names = [g.name + (" (cached)" if g.cached else "") for g in groups]
+    return _clipped(names, [(g.key_span.start, g.key_span.stop) for g in groups], grid, origin)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -250,14 +252,14 @@ def query_row(layout: TokenLayout, group: str, index: int) -> int:
     return found.query_offset + min(max(index, 0), max(found.size - 1, 0))
 
 
-def query_key_column(layout: TokenLayout, row: int) -> int:
-    """Key-axis column of the token at query row ``row`` (where the query token itself sits among the keys)."""
+def query_token_index(layout: TokenLayout, row: int) -> int:
+    """Input-axis index (the row of :func:`token_positions`) of the token at query row ``row``."""
     group, index = layout.query_group_at(row)
-    return group.key_offset + index
+    return group.input_offset + index
 
 
-def key_labels(layout: TokenLayout) -> list[str]:
-    """Group name of every key-axis token (for colouring token positions by group)."""
+def token_labels(layout: TokenLayout) -> list[str]:
+    """Group name of every input-axis token (for colouring token positions by group)."""
     names = np.array([g.name for g in layout.groups], dtype=object)
     return np.repeat(names, [g.size for g in layout.groups]).tolist()
 
@@ -267,9 +269,18 @@ def attended_keys(layout: TokenLayout, row: int) -> np.ndarray:
     group, _ = layout.query_group_at(row)
     attended = np.zeros(layout.n_keys, dtype=bool)
     for name in layout.pattern_of(group.name).key_value_tokens:
-        key_group = layout.by_name[name]
-        attended[key_group.key_offset : key_group.key_offset + key_group.real_keys] = True
+        span = layout.by_name[name].key_span
+        attended[span.start : span.start + layout.by_name[name].real_keys] = True
     return attended
+
+
+def on_tokens(layout: TokenLayout, key_values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Key-axis values placed on the input axis (the points of :func:`token_positions`), and which points have no
+    key (a perceiver's queries: muted), or None when every point has one."""
+    values = on_input_axis(layout, key_values)
+    if layout.n_keys == layout.n_inputs:
+        return values, None
+    return values, ~on_input_axis(layout, np.ones(layout.n_keys, dtype=bool), fill=False)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -288,7 +299,8 @@ def received_weights(result: WeightResult, batch: int, head: HeadChoice) -> np.n
 
 
 def token_positions(run: ExplorerRun, batch: int) -> np.ndarray:
-    """(keys, 3) positions of every key-axis token of batch element ``batch``."""
+    """(input tokens, 3) positions of every group's tokens (cached ones and a perceiver's queries included) of
+    batch element ``batch``."""
     return run.inputs.positions[batch].double().numpy()
 
 

@@ -136,7 +136,10 @@ def group_keys(
     freqs_keys: torch.Tensor | None,
     kv_cache: dict[str, dict[str, torch.Tensor]] | None,
 ) -> dict[str, torch.Tensor]:
-    """Keys of every group some pattern reads, as the forward pass uses them (from the cache for cached groups)."""
+    """Keys of every group some pattern reads, as the forward pass uses them (from the cache for cached groups).
+
+    ``x_keys`` and ``freqs_keys`` are input-axis tensors (every group, see :class:`TokenLayout`).
+    """
     needed = dict.fromkeys(name for p in layout.patterns for name in p.key_value_tokens)
     keys = {}
     for name in needed:
@@ -145,7 +148,7 @@ def group_keys(
             assert kv_cache is not None
             keys[name] = kv_cache[name]["k"]
             continue
-        part = slice(group.key_offset, group.key_offset + group.size)
+        part = group.input_span
         freqs = None if freqs_keys is None else freqs_keys[:, part]
         keys[name], _ = core.project_keys_values(x_keys[:, part], freqs=freqs)
     return keys
@@ -162,7 +165,7 @@ class _Pass:
         self.mean = torch.zeros(shape)
         self.max = torch.zeros(shape) if opts.max_pooling else None
         self.head_mean_max = torch.zeros((batch, rows.bins, cols.bins)) if opts.head_mean_max else None
-        n_query, n_key = len(layout.query_groups), len(layout.groups)
+        n_query, n_key = len(layout.query_groups), len(layout.key_groups)
         self.group_mass = torch.zeros(batch, heads, n_query, n_key)
         self.received = torch.zeros(batch, heads, layout.n_keys)
         self.entropy = torch.zeros(batch, heads, n_query) if opts.row_stats else None
@@ -246,19 +249,16 @@ def _pattern_keys(
 
     ``key_real`` (batch, key axis) is a recorded per-sample padding mask; it replaces the layout's trailing padding.
     """
-    column = {g.name: j for j, g in enumerate(layout.groups)}
+    column = {g.name: j for j, g in enumerate(layout.key_groups)}
     segments, start = [], 0
     for name in names:
         group = layout.by_name[name]
-        segments.append(_Segment(index=column[name], start=start, size=group.size, key_offset=group.key_offset))
+        segments.append(_Segment(index=column[name], start=start, size=group.size, key_offset=group.key_span.start))
         start += group.size
     key_tensor = torch.cat([keys[name] for name in names], dim=2).float()
     real = None
     if key_real is not None:
-        parts = [
-            key_real[:, layout.by_name[n].key_offset : layout.by_name[n].key_offset + layout.by_name[n].size]
-            for n in names
-        ]
+        parts = [key_real[:, layout.by_name[n].key_span] for n in names]
         real = torch.cat(parts, dim=1)[:, None, None, :].to(key_tensor.device)
         return key_tensor, (None if bool(real.all()) else real), segments
     if any(layout.by_name[name].padding for name in names):

@@ -136,7 +136,7 @@ def window_weights(
         mean=summed / counts,
         max=maxed,
         head_mean_max=head_max,
-        group_mass=torch.zeros(batch, heads, len(layout.query_groups), len(layout.groups)),
+        group_mass=torch.zeros(batch, heads, len(layout.query_groups), len(layout.key_groups)),
         received=torch.zeros(batch, heads, window.cols),
         notes=[f"exact window {window} (query tokens {window.q0}..{window.q1 - 1}, keys {window.k0}..{window.k1 - 1})"],
         origin=(window.q0, window.k0),

@@ -49,6 +49,13 @@ PERSISTENT = (
     "v_cmp_source",
     "v_cmp_preset",
     "v_cmp_text",
+    "z_q0",
+    "z_q1",
+    "z_k0",
+    "z_k1",
+    "ro_group",
+    "ro_index",
+    "ro_plane",
 )
 
 

@@ -1,15 +1,29 @@
 """Rollout (Model mode): pick an output token by group and index and see, on the recorded geometry, which input
 points it draws on through all recorded calls, with what rollout means in plain words."""
 
+from collections.abc import Mapping
+from typing import Any
+
 import streamlit as st
 
+from noether.explorer.figures import pick_figure
 from noether.explorer.overview_figures import rollout_figure
+from noether.explorer.picking import PLANES, PickLayout, pick_layout, picked_token
 from noether.explorer.problems import ExplorerError
-from noether.explorer.rollout import EXPLANATION, attention_rollout, chosen_point, output_groups, rollout_points
+from noether.explorer.rollout import (
+    EXPLANATION,
+    attention_rollout,
+    chosen_point,
+    output_groups,
+    pickable_points,
+    rollout_points,
+)
 from noether.explorer.ui.context import Context
 from noether.explorer.ui.model_store import capture_store, progress_bar, sources_of
 from noether.explorer.ui.state import problem_lines, ss
-from noether.explorer.ui.widgets import chart, ensure
+from noether.explorer.ui.widgets import chart, ensure, selectable_chart
+
+GROUP, INDEX, PLANE, PICKER = "ro_group", "ro_index", "ro_plane", "ro_pick"
 
 
 def render(ctx: Context) -> None:
@@ -27,12 +41,15 @@ def render(ctx: Context) -> None:
         for name in output_groups(source):
             sizes[name] = source.run.layout.by_name[name].size
     groups = list(sizes)
-    ensure("ro_group", groups, groups[-1])
-    left, right = st.columns([3, 2])
-    group = left.selectbox("Output group", groups, key="ro_group", help="Its last call in the model is the start.")
+    ensure(GROUP, groups, groups[-1])
+    ensure(PLANE, list(PLANES), next(iter(PLANES)))
+    left, middle, right = st.columns([3, 2, 3], vertical_alignment="bottom")
+    group = left.selectbox("Output group", groups, key=GROUP, help="Its last call in the model is the start.")
     size = sizes[group]
-    ss["ro_index"] = min(max(int(ss.get("ro_index", 0)), 0), size - 1)
-    index = int(right.number_input(f"Token index (0 – {size - 1:,})", min_value=0, max_value=size - 1, key="ro_index"))
+    ss[INDEX] = min(max(int(ss.get(INDEX, 0)), 0), size - 1)
+    index = int(middle.number_input(f"Token index (0 – {size - 1:,})", min_value=0, max_value=size - 1, key=INDEX))
+    right.radio("Pick on the view", list(PLANES), key=PLANE, horizontal=True, help="Which two axes the picker shows.")
+    _picker(store["positions"], sizes, (group, index), PLANES[ss[PLANE]])
     key = ("rollout", group, index)
     if key not in store:
         bar, report = progress_bar(f"Following {group}:{index} back through the calls…")
@@ -66,3 +83,29 @@ def render(ctx: Context) -> None:
     st.caption(f"Starts at the output of {result.start}; the weights sum to {result.total:.6f}.")
     for note in result.notes + notes:
         st.caption(f"Note: {note}")
+
+
+def _picker(
+    positions: Mapping[str, Any], sizes: dict[str, int], chosen: tuple[str, int], plane: tuple[int, int]
+) -> None:
+    """The candidate output tokens in 2-D: a click on one sets the group and index above (3-D points cannot be
+    selected in plotly, so the picking happens on this projection)."""
+    points, notes = pickable_points(positions, sizes)
+    if not points:
+        st.caption("No output group has recorded positions, so tokens are picked by group and index only.")
+        return
+    # Big groups first, so that small ones (the anchors) are drawn over them.
+    drawn = sorted(points, key=lambda name: -sizes[name])
+    layout = pick_layout({name: sizes[name] for name in drawn})
+    fig = pick_figure(layout, [points[name] for name in drawn], plane, chosen, "Click a token to follow it back")
+    selectable_chart(fig, PICKER, lambda: _on_pick(layout), "points")
+    for note in notes:
+        st.caption(f"Note: {note}")
+
+
+def _on_pick(layout: PickLayout) -> None:
+    """Runs before the rerun that a click causes: the clicked token becomes the group and index (nothing else
+    changes, and a later edit of the index box is not undone by the old click)."""
+    token = picked_token(ss.get(PICKER), layout)
+    if token is not None:
+        ss[GROUP], ss[INDEX] = token

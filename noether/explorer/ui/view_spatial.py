@@ -66,19 +66,21 @@ def _spatial_view(ctx: Context) -> None:
     positions = views.token_positions(run, batch)
     seed = ctx.scenario.run.seed
     if mode == "group":
-        fig = point_cloud_figure(positions, "Token positions by group", labels=views.key_labels(layout), seed=seed)
-        caption = "Every token on the key axis (KV-cache groups included) at its position."
+        fig = point_cloud_figure(positions, "Token positions by group", labels=views.token_labels(layout), seed=seed)
+        caption = "Every token of every group (KV-cache groups included) at its position."
     elif mode == "query":
         row = query_picker(ctx)
         if row is None:
             return
         group, index = layout.query_group_at(row)
+        values, _ = views.on_tokens(layout, views.row_weights(run, row, batch, head))
+        attended, _ = views.on_tokens(layout, views.attended_keys(layout, row))
         fig = point_cloud_figure(
             positions,
             f"Attention from token {index:,} of {group.name}",
-            values=views.row_weights(run, row, batch, head),
-            muted=~views.attended_keys(layout, row),
-            highlight=views.query_key_column(layout, row),
+            values=values,
+            muted=~attended,
+            highlight=views.query_token_index(layout, row),
             seed=seed,
         )
         caption = (
@@ -89,11 +91,9 @@ def _spatial_view(ctx: Context) -> None:
         result = compute_weights(ctx)
         if result is None:
             return
+        values, keyless = views.on_tokens(layout, views.received_weights(result, batch, head))
         fig = point_cloud_figure(
-            positions,
-            "Attention received by each key token",
-            values=views.received_weights(result, batch, head),
-            seed=seed,
+            positions, "Attention received by each key token", values=values, muted=keyless, seed=seed
         )
         caption = "Sum of the weights all query tokens give each key token."
     chart(fig)

@@ -27,7 +27,7 @@ def _statistics_view(ctx: Context) -> None:
     head = left.selectbox("Head", choices, format_func=views.head_label, key="v_stats_head")
     matrix = views.mass_matrix(result, batch, head)
     query_names = [g.name for g in layout.query_groups]
-    key_names = [g.name + (" (cached)" if g.cached else "") for g in layout.groups]
+    key_names = [g.name + (" (cached)" if g.cached else "") for g in layout.key_groups]
     chart(mass_figure(matrix, query_names, key_names, f"Attention mass between groups ({views.head_label(head)})"))
     st.caption(
         "Row = query group, column = key group: the mean share of a query's attention that lands in each key "

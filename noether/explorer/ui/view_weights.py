@@ -3,15 +3,18 @@
 import streamlit as st
 
 from noether.explorer import views
-from noether.explorer.figures import heatmap, map_figure, mark_query_row, row_figure
+from noether.explorer.figures import add_box_layer, heatmap, map_figure, mark_query_row, row_figure
+from noether.explorer.layout import PoolGrid, TokenLayout
+from noether.explorer.picking import window_of_box
 from noether.explorer.png import map_png
 from noether.explorer.problems import ExplorerError
 from noether.explorer.ui.context import DISPLAY_BINS, Context, compute_weights
 from noether.explorer.ui.state import problem_lines, ss
-from noether.explorer.ui.widgets import batch_picker, chart, ensure, guarded, query_picker
+from noether.explorer.ui.widgets import batch_picker, chart, ensure, guarded, query_picker, selectable_chart
 from noether.explorer.window import Window, check_window, parse_window
 
-WINDOW = "z_window"
+WINDOW, MAP, ZOOM_MAP = "z_window", "w_map", "zoom_map"
+Q0, Q1, K0, K1 = "z_q0", "z_q1", "z_k0", "z_k1"
 
 # Pixels per axis of the small maps when all heads are shown side by side.
 GRID_BINS = 200
@@ -85,10 +88,13 @@ def _weights_view(ctx: Context) -> None:
         spec = views.weights_map(result, layout, DISPLAY_BINS, batch, head, pooling, log=log_colour, zrange=zrange)
         st.markdown("**Query token** (its row is outlined on the map; its exact weights are below)")
         row = query_picker(ctx)
-        fig = map_figure(spec)
+        fig = add_box_layer(map_figure(spec), spec.values.shape)
         if row is not None:
             mark_query_row(fig, spec.grid[0].bin_of(row), spec.values.shape[1])
-        chart(fig)
+        selectable_chart(fig, MAP, lambda: _on_box(spec.grid, MAP), "box")
+        st.caption(
+            "Drag a box on the map to compute that window exactly (below); the chart's zoom tool magnifies instead."
+        )
         st.download_button(
             "Download this map as PNG",
             data=lambda: map_png(spec),
@@ -121,13 +127,12 @@ def _zoom(ctx: Context, batch: int, head: views.HeadChoice, pooling: views.Pooli
     assert ctx.mask is not None and ctx.run is not None
     layout = ctx.mask.layout
     with st.expander("Zoom to tokens: exact weights of a window", expanded=WINDOW in ss):
+        _window_inputs(layout)
         cols = st.columns(5, vertical_alignment="bottom")
-        q0 = cols[0].number_input("First query token", 0, layout.n_queries - 1, 0, key="z_q0")
-        q1 = cols[1].number_input(
-            "End query token (excluded)", 1, layout.n_queries, min(layout.n_queries, 1024), key="z_q1"
-        )
-        k0 = cols[2].number_input("First key token", 0, layout.n_keys - 1, 0, key="z_k0")
-        k1 = cols[3].number_input("End key token (excluded)", 1, layout.n_keys, min(layout.n_keys, 1024), key="z_k1")
+        q0 = cols[0].number_input("First query token", 0, layout.n_queries - 1, key=Q0)
+        q1 = cols[1].number_input("End query token (excluded)", 1, layout.n_queries, key=Q1)
+        k0 = cols[2].number_input("First key token", 0, layout.n_keys - 1, key=K0)
+        k1 = cols[3].number_input("End key token (excluded)", 1, layout.n_keys, key=K1)
         if cols[4].button("Compute window", key="z_go"):
             ss[WINDOW] = str(Window(int(q0), int(q1), int(k0), int(k1)))
         if WINDOW not in ss:
@@ -141,4 +146,25 @@ def _zoom(ctx: Context, batch: int, head: views.HeadChoice, pooling: views.Pooli
             st.error(problem_lines(exc.problems, ctx.draft))
             return
         spec = views.weights_map(result, layout, DISPLAY_BINS, batch, head, pooling, log=log_colour)
-        chart(map_figure(spec), key="zoom_map")
+        # A box on the window's map narrows the window further, down to one cell per token pair.
+        fig = add_box_layer(map_figure(spec), spec.values.shape)
+        selectable_chart(fig, ZOOM_MAP, lambda: _on_box(spec.grid, ZOOM_MAP, result.origin), "box")
+
+
+def _window_inputs(layout: TokenLayout) -> None:
+    """The typed ranges inside the map (a box or another layer may have left them outside); 0:1024 at first."""
+    for key, low, high, first in (
+        (Q0, 0, layout.n_queries - 1, 0),
+        (Q1, 1, layout.n_queries, min(layout.n_queries, 1024)),
+        (K0, 0, layout.n_keys - 1, 0),
+        (K1, 1, layout.n_keys, min(layout.n_keys, 1024)),
+    ):
+        ss[key] = min(max(int(ss.get(key, first)), low), high)
+
+
+def _on_box(grid: tuple[PoolGrid, PoolGrid], key: str, origin: tuple[int, int] = (0, 0)) -> None:
+    """Runs before the rerun that a box on a map causes: its window fills the typed ranges and is computed."""
+    window = window_of_box(ss.get(key), grid, origin)
+    if window is not None:
+        ss[Q0], ss[Q1], ss[K0], ss[K1] = window.q0, window.q1, window.k0, window.k1
+        ss[WINDOW] = str(window)

@@ -36,6 +36,16 @@ def chart(fig: Any, key: str | None = None) -> None:
     st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key)
 
 
+def selectable_chart(fig: Any, key: str, on_select: Callable[[], None], mode: str) -> None:
+    """A chart whose selection (``mode``: "points" or "box") calls ``on_select`` before the rerun; the selection
+    itself is in ``ss[key]`` (see :mod:`noether.explorer.picking` for its shape).
+
+    A callback rather than reading the returned selection: Streamlit keeps a selection until the figure changes,
+    so reading it on every run would undo what the user typed after the click.
+    """
+    st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key, on_select=on_select, selection_mode=mode)
+
+
 def batch_picker(ctx: Context, key: str = "v_batch") -> int:
     assert ctx.scenario is not None
     size = ctx.scenario.run.batch_size
