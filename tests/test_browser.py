@@ -112,11 +112,11 @@ token_specs:
   - volume_queries: 8192
 run: {inputs: point_cloud, weights: spatial}
 """
+# Every chart title on the page as it reads: a wrapped title is one tspan per line, joined here with spaces.
+CHART_TITLES = """() => Array.from(document.querySelectorAll('.js-plotly-plot .gtitle'))
+    .map(e => Array.from(e.querySelectorAll('tspan.line')).map(l => l.textContent).join(' ') || e.textContent)"""
 # Title of the first weights map on the page ('' while none is drawn).
-# A wrapped title is one tspan per line: joined with spaces, as the title reads.
-MAP_TITLE = """() => Array.from(document.querySelectorAll('.js-plotly-plot .gtitle'))
-    .map(e => Array.from(e.querySelectorAll('tspan.line')).map(l => l.textContent).join(' ') || e.textContent)
-    .find(t => t.includes('Attention weights')) || ''"""
+MAP_TITLE = f"""() => ({CHART_TITLES})().find(t => t.includes('Attention weights')) || ''"""
 EXACT_PASS_MS = 600_000
 LAPTOP = {"width": 1280, "height": 1000}
 """A laptop-sized window: the main column (beside the wide sidebar) is narrower than a long chart title."""
@@ -265,8 +265,7 @@ def _pick_by_clicking(page: Any) -> None:
     page.mouse.click(target["px"], target["py"])
     expected = f"Rollout of {target['name']}:{target['index']} "
     page.wait_for_function(
-        f"""() => Array.from(document.querySelectorAll('.js-plotly-plot .gtitle'))
-            .some(e => e.textContent.startsWith({expected!r}))""",
+        f"""() => ({CHART_TITLES})().some(t => t.startsWith({expected!r}))""",
         timeout=RENDER_MS,
     )
     _settle(page, 2)
@@ -283,10 +282,9 @@ CELL_TO_PAGE = f"""([x, y]) => {{
     const size = gd._fullLayout._size, box = gd.getBoundingClientRect();
     return [box.left + size.l + gd._fullLayout.xaxis.l2p(x), box.top + size.t + gd._fullLayout.yaxis.l2p(y)];
 }}"""
-MAIN_MAP_TITLE = """() => Array.from(document.querySelectorAll('.js-plotly-plot .gtitle')).map(e => e.textContent)
-    .find(t => t.includes('Attention weights') && !t.includes('window')) || ''"""
-ZOOM_TITLE = """() => Array.from(document.querySelectorAll('.js-plotly-plot .gtitle')).map(e => e.textContent)
-    .find(t => t.includes('window queries')) || ''"""
+MAIN_MAP_TITLE = f"""() => ({CHART_TITLES})().find(t => t.includes('Attention weights') && !t.includes('window'))
+    || ''"""
+ZOOM_TITLE = f"""() => ({CHART_TITLES})().find(t => t.includes('window queries')) || ''"""
 
 
 def test_a_box_drawn_on_the_weights_map_computes_its_window(app_url: str) -> None:
