@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.measure import timed
+from benchmarks.measure import timed, timed_both
 from noether.explorer.model_overview import DEFAULT_TOP_K_ROWS, LayerSource, model_overview
 from noether.explorer.rollout import attention_rollout
 from noether.explorer.run import ExplorerRun
@@ -99,11 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     # Interleaved rounds: on a shared machine the load changes within seconds, so both sides of a ratio are
     # measured back to back and the best round of each is kept.
     forwards = [[0.0] * len(layers) for _ in range(args.repeats)]
+    forward_cpu, overview_cpu = [], []
     overviews, bare, every_row, rollouts = [], [], [], []
     for round_ in range(args.repeats):
+        cpu = 0.0
         for i, call in enumerate(calls):
-            forwards[round_][i] = timed(call)
-        overviews.append(timed(lambda: model_overview(layers, top_k_rows=rows)))
+            forwards[round_][i], seconds = timed_both(call)
+            cpu += seconds
+        forward_cpu.append(cpu)
+        wall, cpu = timed_both(lambda: model_overview(layers, top_k_rows=rows))
+        overviews.append(wall)
+        overview_cpu.append(cpu)
         bare.append(timed(lambda: model_overview(layers, top_k=0)))
         every_row.append(timed(lambda: model_overview(layers, top_k_rows=None)))
         rollouts.append(timed(lambda: attention_rollout(layers, group, 0)))
@@ -119,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"overview, top-k every row  {min(every_row) * 1e3:8.1f} ms   ratio {min(every_row) / forward:.2f}x")
     ratios = sorted(o / sum(f) for o, f in zip(overviews, forwards, strict=True))
     print(f"  per-round ratios         {', '.join(f'{r:.2f}' for r in ratios)}")
+    if torch.get_num_threads() == 1:
+        cpu_ratio = min(overview_cpu) / min(forward_cpu)
+        both = f"{min(overview_cpu) * 1e3:8.1f} ms vs {min(forward_cpu) * 1e3:.1f} ms"
+        print(f"  on CPU time (best)       {both}   ratio {cpu_ratio:.2f}x")
     print(f"rollout of {group}:0  {rollout * 1e3:8.1f} ms   ratio {rollout / forward:.2f}x")
     return 0
 

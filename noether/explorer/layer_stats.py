@@ -125,8 +125,9 @@ def _top_k_strata(size: int, rows: int | None, rng: np.random.Generator) -> tupl
     equal run of rows; every row when ``rows`` is None or covers the group)."""
     if rows is None or rows >= size:
         return np.arange(size), np.ones(size, dtype=np.int64)
-    edges = np.linspace(0, size, rows + 1).round().astype(np.int64)
-    return rng.integers(edges[:-1], edges[1:]), np.diff(edges)
+    edges = np.arange(rows + 1, dtype=np.int64) * size // rows
+    low, width = edges[:-1], np.diff(edges)
+    return low + (rng.random(rows) * width).astype(np.int64), width
 
 
 @torch.no_grad()
