@@ -4,7 +4,7 @@ statistics (the app's Model overview), printed as text and written as a page or 
 import argparse
 from typing import Any
 
-from noether.explorer.cli_args import _head, _positive_float, _positive_int
+from noether.explorer.cli_args import _head, _positive_int
 from noether.explorer.cli_engine import throttled
 from noether.explorer.cli_output import (
     EXIT_INVALID,
@@ -16,6 +16,7 @@ from noether.explorer.cli_output import (
     _progress,
     _write_atomically,
 )
+from noether.explorer.cli_rollout import add_capture_run_options, explorable_sources
 
 
 def _top_k_rows(text: str) -> int | None:
@@ -56,17 +57,12 @@ def add_overview(commands: Any) -> None:
         help=f"rows per query group behind the top-k mass (default {DEFAULT_TOP_K_ROWS}; all = every row)",
     )
     sub.add_argument("--seed", type=int, default=0, help="seed of the top-k row sample (default 0)")
-    sub.add_argument(
-        "--memory-budget", type=_positive_float, metavar="MB", help="largest working memory of a layer, in MiB"
-    )
-    sub.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+    add_capture_run_options(sub)
     sub.set_defaults(handler=overview_command)
 
 
 def overview_command(args: argparse.Namespace) -> int:
     from noether.explorer.capture_file import load_capture
-    from noether.explorer.capture_overview import capture_sources
-    from noether.explorer.cli_rollout import cli_problem
     from noether.explorer.model_overview import model_overview
     from noether.explorer.overview_export import overview_html, overview_json, overview_lines
     from noether.explorer.problems import ExplorerError
@@ -74,11 +70,7 @@ def overview_command(args: argparse.Namespace) -> int:
     progress = _progress(quiet=args.quiet)
     try:
         capture = load_capture(args.file)
-        sources, notes = capture_sources(capture, memory_budget_mb=args.memory_budget, progress=throttled(progress))
-        for note in notes:
-            progress(note)
-        if not sources:
-            raise ExplorerError(cli_problem(args.file, "has no explorable call to summarise."))
+        sources = explorable_sources(capture, args, progress, "summarise", verify=True)
         overview = model_overview(sources, top_k_rows=args.top_k_rows, seed=args.seed, progress=throttled(progress))
     except ExplorerError as exc:
         _print_problems(args.file, exc.problems)

@@ -2,10 +2,16 @@
 model draws from, through every recorded call (attention rollout), drawn on the capture's positions."""
 
 import argparse
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from noether.explorer.cli_args import _non_negative_int, _positive_float, _render_output
 from noether.explorer.cli_engine import throttled
+
+if TYPE_CHECKING:
+    from noether.explorer.capture_file import Capture
+    from noether.explorer.model_overview import LayerSource
+
 from noether.explorer.cli_output import (
     EXIT_INVALID,
     EXIT_OK,
@@ -31,16 +37,38 @@ def add_rollout(commands: Any) -> None:
     sub.add_argument("--token", required=True, metavar="GROUP:INDEX", help="output token, e.g. surface_queries:0")
     sub.add_argument("--out", type=_render_output, required=True, metavar="OUT.png|OUT.html", help="output file")
     sub.add_argument("--batch", type=_non_negative_int, default=0, help="batch element to follow (default 0)")
+    add_capture_run_options(sub)
+    sub.set_defaults(handler=rollout_command)
+
+
+def add_capture_run_options(sub: argparse.ArgumentParser) -> None:
+    """Options of the commands that recompute a capture's calls: memory budget and quiet."""
     sub.add_argument(
         "--memory-budget", type=_positive_float, metavar="MB", help="largest working memory of a layer, in MiB"
     )
     sub.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
-    sub.set_defaults(handler=rollout_command)
+
+
+def explorable_sources(
+    capture: "Capture", args: argparse.Namespace, progress: Callable[[str], None], what: str, *, verify: bool
+) -> list["LayerSource"]:
+    """The capture's explorable calls (notes on the others go to ``progress``); a problem when there are none."""
+    from noether.explorer.capture_overview import capture_sources
+    from noether.explorer.problems import ExplorerError
+
+    sources, notes = capture_sources(
+        capture, verify=verify, memory_budget_mb=args.memory_budget, progress=throttled(progress)
+    )
+    for note in notes:
+        progress(note)
+    if not sources:
+        raise ExplorerError(cli_problem(args.file, f"has no explorable call to {what}."))
+    return sources
 
 
 def rollout_command(args: argparse.Namespace) -> int:
     from noether.explorer.capture_file import load_capture
-    from noether.explorer.capture_overview import capture_positions, capture_sources
+    from noether.explorer.capture_overview import capture_positions
     from noether.explorer.overview_figures import rollout_figure, rollout_png
     from noether.explorer.problems import ExplorerError
     from noether.explorer.rollout import attention_rollout, chosen_point, parse_token, rollout_points
@@ -49,11 +77,7 @@ def rollout_command(args: argparse.Namespace) -> int:
     try:
         group, index = parse_token(args.token)
         capture = load_capture(args.file)
-        sources, notes = capture_sources(capture, verify=False, memory_budget_mb=args.memory_budget)
-        for note in notes:
-            progress(note)
-        if not sources:
-            raise ExplorerError(cli_problem(args.file, "has no explorable call to follow."))
+        sources = explorable_sources(capture, args, progress, "follow", verify=False)
         positions = capture_positions(capture)
         result = attention_rollout(
             sources, group, index, batch=args.batch, positions=positions, progress=throttled(progress)
