@@ -97,7 +97,7 @@ def headless_chromium() -> Iterator[Any]:
             browser.close()
 
 
-def open_page(browser: Any, url: str) -> Any:
-    page = browser.new_page(viewport=VIEWPORT)
+def open_page(browser: Any, url: str, viewport: Mapping[str, int] = VIEWPORT) -> Any:
+    page = browser.new_page(viewport=dict(viewport))
     page.goto(url, wait_until="domcontentloaded")
     return page

@@ -55,8 +55,10 @@ def charts(at: AppTest) -> list[dict[str, Any]]:
 
 
 def title(chart: dict[str, Any]) -> str:
+    """The chart's title as it reads (a long title is wrapped into lines joined by <br>)."""
     layout_title = chart["layout"].get("title", {})
-    return layout_title.get("text", "") if isinstance(layout_title, dict) else str(layout_title)
+    text = layout_title.get("text", "") if isinstance(layout_title, dict) else str(layout_title)
+    return text.replace("<br>", " ")
 
 
 def z(chart: dict[str, Any], trace: int = 0) -> np.ndarray:

@@ -138,3 +138,14 @@ def test_the_demo_capture_opens_when_shipped(monkeypatch: pytest.MonkeyPatch):
     clean(next(b for b in at.button if b.label == "Open the demo capture").click().run())
     assert "Opened the capture the demo capture: 2 recorded calls." in texts(at)
     assert at.selectbox(key="layer").value == "encoder#0"
+
+
+def test_the_kv_cache_view_of_a_recorded_call_without_a_cache_points_to_the_calls_with_one(cached_capture: Path):
+    at = model_mode(cached_capture)
+    show(at, "KV cache")
+    clean(at.selectbox(key="layer").set_value("encoder#0").run())
+    shown = texts(at)
+    assert "This recorded call reads no KV cache" in shown and "(KV cache)" in shown
+    # Single-layer advice would not work here: there is no groups table, and an example would not open.
+    assert "groups table" not in shown
+    assert not [b for b in at.button if b.label == "Load the KV-cache example"]

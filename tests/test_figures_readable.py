@@ -106,3 +106,17 @@ def test_point_cloud_reads_on_white_and_anchors_stay_visible():
     assert [t.name for t in grouped.data] == ["queries", "anchors"]  # the small group is drawn last, on top
     assert grouped.data[1].legendrank < grouped.data[0].legendrank  # the legend keeps the input order
     assert grouped.data[1].marker.size > grouped.data[0].marker.size
+
+
+def test_depth_line_charts_number_a_few_calls_and_keep_the_legend_below():
+    from noether.explorer.model_overview import DepthTable
+    from noether.explorer.overview_figures import LEGEND_ROW_PX, MAX_CALL_TICKS, depth_lines_figure
+
+    columns = ["tokens", "queries", "surface_anchors", "surface_queries", "volume_anchors", "volume_queries"]
+    table = DepthTable([f"call#{i}" for i in range(13)], columns, np.ones((13, len(columns))))
+    figure = depth_lines_figure(table, "Mean entropy (mean over heads)", "nats")
+    # Half-width in the app: 13 numbered calls beside a legend overlapped; every 2nd call is numbered, hover names all.
+    assert figure.layout.xaxis.dtick == 2 and 13 / figure.layout.xaxis.dtick <= MAX_CALL_TICKS
+    assert figure.layout.legend.yref == "container" and figure.layout.legend.yanchor == "bottom"
+    assert figure.layout.margin.b >= LEGEND_ROW_PX * len(columns)  # the legend has its own room under the axis
+    assert list(figure.data[0].text) == table.layers

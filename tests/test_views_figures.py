@@ -225,7 +225,7 @@ def test_backend_figure_shows_only_available_backends() -> None:
     ]
     fig = backend_figure(timings)
     assert list(fig.data[0].x) == ["per-pattern MixedAttention", "FlexAttention"]
-    assert list(fig.data[0].text) == ["2.0 ms", "1.0 ms"]
+    assert list(fig.data[0].text) == ["2 ms", "1 ms"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -375,6 +375,14 @@ def test_heatmap_png_log_with_zero_lower_bound_still_shows_the_values() -> None:
     values = np.logspace(-4, 0, 64).reshape(8, 8)
     image = open_png(heatmap_png(values, log=True, zmin=0, zmax=1))
     assert len(np.unique(map_area(image, 640).reshape(-1, 3), axis=0)) > 10
+
+
+def test_png_colour_bar_ends_read_differently_on_a_narrow_range() -> None:
+    from noether.explorer.png import colour_bar_labels
+
+    assert colour_bar_labels(-2.41, -2.38, log=True) == ("0.0042", "0.0039")  # both read "1e-2.4" before
+    assert colour_bar_labels(-5.3, -3.1, log=True) == ("0.00079", "5e-06")
+    assert colour_bar_labels(0.0, 1.0, log=False) == ("1", "0")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -85,7 +85,13 @@ def _add_bench(commands: Any) -> None:
         description="Run the scenario's attention layer repeatedly and report time and memory.",
     )
     _add_run_options(sub)
-    sub.add_argument("--repeats", type=_positive_int, default=5, metavar="N", help="timed runs (default: 5)")
+    sub.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="timed samples per backend (default: 5); a call shorter than 10 ms is repeated within each sample",
+    )
     _layer_option(sub)
     sub.set_defaults(handler=_bench_command, parser=sub)
 
@@ -277,7 +283,7 @@ def bench_run(run: Any, args: argparse.Namespace, progress: Progress) -> int:
     """Time a prepared run (a scenario's or a captured layer's)."""
     import time
 
-    from noether.explorer.guard import format_seconds
+    from noether.explorer.guard import format_duration
     from noether.explorer.views import backend_table, cost_table
 
     forward = run.forward()
@@ -288,12 +294,12 @@ def bench_run(run: Any, args: argparse.Namespace, progress: Progress) -> int:
     _out(f"device: {run.device}, dtype: {str(run.dtype).removeprefix('torch.')}, batch: {run.scenario.run.batch_size}")
     for row in cost_table(run.cost()):
         _out(f"  {row['quantity']:<40} {row['value']}")
-    _out(f"  {'forward pass (first call)':<40} {format_seconds(forward.seconds)}")
+    _out(f"  {'forward pass (first call)':<40} {format_duration(forward.seconds)}")
     _out(
-        f"  {'pooled weight maps + statistics':<40} {format_seconds(weights_seconds)} "
+        f"  {'pooled weight maps + statistics':<40} {format_duration(weights_seconds)} "
         f"({weights_seconds / max(forward.seconds, 1e-9):.2f}x the forward pass)"
     )
-    _out("attention backends (median of the timed runs, attention only):")
+    _out("attention backends (median time per call over the timed samples, attention only):")
     for row in backend_table(timings):
         _out(
             f"  {row['backend']:<28} {row['time']:>9}  {row['vs per-pattern']:>7}  max|diff| {row['max |diff|']:>8}"

@@ -1,5 +1,6 @@
 """What a scenario costs: attended pairs, FLOPs, memory, and measured times of equivalent attention backends."""
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -97,7 +98,7 @@ class BackendTiming:
     name: str
     available: bool
     seconds: float | None = None
-    """Median over the timed repeats (attention only: projections are shared and excluded)."""
+    """Median seconds per call over the timed samples (attention only: projections are shared and excluded)."""
     max_abs_diff: float | None = None
     """Largest absolute difference of the attention output from MixedAttention's."""
     note: str = ""
@@ -116,15 +117,46 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _median_time(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int) -> tuple[float, torch.Tensor]:
+MIN_SAMPLE_S = 0.01
+"""Shortest timed sample: calls faster than this are repeated within one sample (a tiny layer's attention takes
+microseconds, close to the clock's and the scheduler's noise)."""
+MAX_CALLS_PER_SAMPLE = 10_000
+
+
+def _calls_per_sample(seconds_per_call: float) -> int:
+    if seconds_per_call >= MIN_SAMPLE_S:
+        return 1
+    return min(MAX_CALLS_PER_SAMPLE, math.ceil(MIN_SAMPLE_S / max(seconds_per_call, 1e-9)))
+
+
+def _median_time(
+    fn: Callable[[], torch.Tensor],
+    device: torch.device,
+    repeats: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[float, torch.Tensor]:
+    """Median seconds per call over ``repeats`` timed samples, and the warm-up call's output.
+
+    A sample runs the call as often as it takes to last about ``MIN_SAMPLE_S``; a call that is already that slow
+    runs once per sample, so large layers cost no extra call.
+    """
+    start = clock()
     out = fn()  # warm-up, also the result that is compared
     _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    per_call = clock() - start
+    if per_call < MIN_SAMPLE_S:
+        start = clock()  # the warm-up's first-call costs would undercount the calls a sample needs
         fn()
         _sync(device)
-        times.append(time.perf_counter() - start)
+        per_call = clock() - start
+    calls = _calls_per_sample(per_call)
+    times = []
+    for _ in range(repeats):
+        start = clock()
+        for _ in range(calls):
+            fn()
+        _sync(device)
+        times.append((clock() - start) / calls)
     return statistics.median(times), out
 
 

@@ -26,15 +26,21 @@ from noether.explorer.figures_style import (
     MUTED_COLOUR,
     POINT_VALUE_SCALE,
     SELECTED_COLOUR,
+    TITLE_LINE_PX,
     _label,
+    _title,
+    _title_lines,
     colour_scale,
 )
+from noether.explorer.guard import format_duration
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.masks import GroupMask
+from noether.explorer.titles import HALF_WIDTH_TITLE_CHARS, TITLE_CHARS
 
 __all__ = [
     "BLOCKED_COLOUR",
     "GROUP_COLOURS",
+    "GROUP_MASK_TITLE",
     "KEYLESS_COLOUR",
     "MAX_AXIS_LABELS",
     "MAX_BLOCK_DIAGRAM_GROUPS",
@@ -44,10 +50,12 @@ __all__ = [
     "MUTED_COLOUR",
     "POINT_VALUE_SCALE",
     "SELECTED_COLOUR",
+    "TITLE_LINE_PX",
     "add_box_layer",
     "attended_percent",
     "backend_figure",
     "colour_scale",
+    "compact_count",
     "group_mask_figure",
     "heatmap",
     "log_ticks",
@@ -70,18 +78,36 @@ MAX_BLOCK_DIAGRAM_GROUPS = 300
 """Above this many groups the block diagram would be unreadable and heavy; the token-level mask shows the same."""
 
 
-def group_mask_figure(mask: GroupMask) -> go.Figure:
-    """Group x group blocks: coloured where attended, annotated with the attended pairs."""
+GROUP_MASK_TITLE = "Who attends to whom (attended token pairs per block)"
+
+
+def compact_count(n: int) -> str:
+    """A count in at most five characters ("2.1M", "205k"), for blocks too narrow for "2,097,152"."""
+    for scale, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= 10 * scale or (n >= scale and unit != "k"):
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:,}"
+
+
+def group_mask_figure(mask: GroupMask, half_width: bool = False) -> go.Figure:
+    """Group x group blocks: coloured where attended, annotated with the attended pairs.
+
+    ``half_width``: drawn in half the main column (side by side), with a shorter title line and compact counts that
+    fit the narrower blocks (the hover keeps the exact count).
+    """
     groups = max(len(mask.query_names), len(mask.key_names))
     if groups > MAX_BLOCK_DIAGRAM_GROUPS:
         return _note_figure(
             f"{groups:,} groups: the group-level diagram is drawn for up to {MAX_BLOCK_DIAGRAM_GROUPS}. "
             "The token-level mask shows the same structure; the table lists the attended blocks."
         )
+    count = compact_count if half_width else (lambda n: f"{n:,}")
     text = [
-        [f"{int(p):,}" if a else "" for p, a in zip(row_p, row_a, strict=True)]
+        [count(int(p)) if a else "" for p, a in zip(row_p, row_a, strict=True)]
         for row_p, row_a in zip(mask.pairs, mask.allowed, strict=True)
     ]
+    exact = [[f"{int(p):,}" for p in row] for row in mask.pairs]
+    title_chars = HALF_WIDTH_TITLE_CHARS if half_width else TITLE_CHARS
     few = groups <= MAX_BLOCK_TEXT_GROUPS
     fig = go.Figure(
         go.Heatmap(
@@ -89,12 +115,13 @@ def group_mask_figure(mask: GroupMask) -> go.Figure:
             x=[f"{_label(n)}<br>({int(s):,})" for n, s in zip(mask.key_names, mask.key_sizes, strict=True)],
             y=[f"{_label(n)} ({int(s):,})" for n, s in zip(mask.query_names, mask.query_sizes, strict=True)],
             text=text,
+            customdata=exact,
             texttemplate="%{text}" if few else None,
             colorscale=[[0, "#f0f0f0"], [1, "#4C78A8"]],
             zmin=0,
             zmax=1,
             showscale=False,
-            hovertemplate="%{y} attends %{x}<br>pairs %{text}<extra></extra>",
+            hovertemplate="%{y} attends %{x}<br>pairs %{customdata}<extra></extra>",
             xgap=2 if few else 0,
             ygap=2 if few else 0,
         )
@@ -106,15 +133,8 @@ def group_mask_figure(mask: GroupMask) -> go.Figure:
         fig.update_yaxes(showticklabels=False)
     fig.update_layout(
         # Title in the container's top margin, above the (possibly rotated) key labels and the axis title.
-        title={
-            "text": "Who attends to whom (attended token pairs per block)",
-            "y": 0.995,
-            "yref": "container",
-            "yanchor": "top",
-            "x": 0.01,
-            "xanchor": "left",
-        },
-        margin={"l": 10, "r": 10, "t": 170, "b": 10},
+        title=_title(GROUP_MASK_TITLE, title_chars) | {"x": 0.01, "xanchor": "left"},
+        margin={"l": 10, "r": 10, "t": 150 + TITLE_LINE_PX * _title_lines(GROUP_MASK_TITLE, title_chars), "b": 10},
         # Tall enough for the vertical axis title even with one or two query groups.
         height=max(340, 200 + 60 * len(mask.query_names)) if few else 760,
     )
@@ -148,9 +168,9 @@ def mass_figure(matrix: np.ndarray, query_names: list[str], key_names: list[str]
     fig.update_yaxes(autorange="reversed", title="query group")
     fig.update_xaxes(title="key group", side="top")
     fig.update_layout(
-        title={"text": _label(title), "y": 0.98},
-        margin={"l": 10, "r": 10, "t": 100, "b": 10},
-        height=160 + 50 * len(query_names),
+        title=_title(title),
+        margin={"l": 10, "r": 10, "t": 80 + TITLE_LINE_PX * _title_lines(title), "b": 10},
+        height=140 + TITLE_LINE_PX * _title_lines(title) + 50 * len(query_names),
     )
     return fig
 
@@ -185,11 +205,11 @@ def row_figure(values: np.ndarray, layout: TokenLayout, title: str) -> go.Figure
             annotation_position="top left",
         )
     fig.update_layout(
-        title=_label(title),
+        title=_title(title),
         xaxis_title="key token",
         yaxis_title="attention weight",
-        height=360,
-        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        height=340 + TITLE_LINE_PX * _title_lines(title),
+        margin={"l": 10, "r": 10, "t": 40 + TITLE_LINE_PX * _title_lines(title), "b": 10},
     )
     return fig
 
@@ -200,7 +220,7 @@ def backend_figure(timings: list[BackendTiming]) -> go.Figure:
         go.Bar(
             x=[t.name for t in shown],
             y=[t.seconds for t in shown],
-            text=[f"{t.seconds * 1000:.1f} ms" for t in shown if t.seconds is not None],
+            text=[format_duration(t.seconds) for t in shown if t.seconds is not None],
             textposition="outside",
         )
     )

@@ -10,7 +10,10 @@ from noether.explorer.figures_style import (
     MUTED_COLOUR,
     POINT_VALUE_SCALE,
     SELECTED_COLOUR,
+    TITLE_LINE_PX,
     _label,
+    _title,
+    _title_lines,
     colour_scale,
 )
 from noether.explorer.layout import TokenLayout
@@ -87,9 +90,9 @@ def point_cloud_figure(
         traces.append(_markers(positions[highlight : highlight + 1], "selected token", marker))
     fig = go.Figure(traces)
     fig.update_layout(
-        title=_label(title),
+        title=_title(title),
         height=640,
-        margin={"l": 0, "r": 0, "t": 50, "b": 40},
+        margin={"l": 0, "r": 0, "t": 30 + TITLE_LINE_PX * _title_lines(title), "b": 40},
         scene={"aspectmode": "data"},
         # Below the scene: on the right it would sit on the colour bar's title.
         legend={"orientation": "h", "yanchor": "top", "y": 0, "xanchor": "left", "x": 0, "itemsizing": "constant"},
@@ -149,9 +152,9 @@ def pick_figure(
     if shown_points < total:
         title += f" ({shown_points:,} of {total:,} tokens drawn)"
     fig.update_layout(
-        title=_label(title),
-        height=460,
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        title=_title(title),
+        height=440 + TITLE_LINE_PX * _title_lines(title),
+        margin={"l": 10, "r": 10, "t": 30 + TITLE_LINE_PX * _title_lines(title), "b": 10},
         xaxis={"title": AXIS_NAMES[plane[0]]},
         # Equal scales: the projection keeps the geometry's proportions.
         yaxis={"title": AXIS_NAMES[plane[1]], "scaleanchor": "x", "scaleratio": 1},

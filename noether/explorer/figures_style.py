@@ -1,9 +1,11 @@
-"""Colours and label escaping shared by the plotly figures."""
+"""Colours, label escaping and chart titles shared by the plotly figures."""
 
 import html
 import re
 
 from plotly.colors import get_colorscale
+
+from noether.explorer.titles import TITLE_CHARS, TITLE_FONT_SIZE, wrap_title
 
 MUTED_COLOUR = "#d3d3d3"
 """Tokens outside what a view is about (keys a query may not attend)."""
@@ -45,6 +47,31 @@ def colour_scale(name: str) -> list[tuple[float, str]]:
 def _label(name: str) -> str:
     """Group names come from user files: escape them before plotly renders its HTML-like labels."""
     return html.escape(name, quote=False)
+
+
+TITLE_LINE_PX = 20
+"""Height of one title line at the title font size: the top margin grows by it for each extra line."""
+MULTILINE_TITLE_PAD = 10
+"""Plotly draws a top-anchored title of several lines about 10 px higher than one of a single line (measured in
+Chromium at the title font size), which cut the first line off at the chart's top edge."""
+
+
+def _title(title: str, chars: int = TITLE_CHARS) -> dict[str, object]:
+    """A chart title wrapped to lines of ``chars`` characters that fit the chart (plotly never wraps one: it runs
+    past the right edge), at the top of the container."""
+    lines = wrap_title(title, chars)
+    return {
+        "text": "<br>".join(_label(line) for line in lines),
+        "font": {"size": TITLE_FONT_SIZE},
+        "y": 0.995,
+        "yref": "container",
+        "yanchor": "top",
+        "pad": {"t": MULTILINE_TITLE_PAD if len(lines) > 1 else 0},
+    }
+
+
+def _title_lines(title: str, chars: int = TITLE_CHARS) -> int:
+    return len(wrap_title(title, chars))
 
 
 BLOCKED_COLOUR = "#8c8c8c"

@@ -1,5 +1,6 @@
 """Resource guard: estimate memory and time before computing, refuse above a budget with the estimate."""
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ def format_bytes(n: float) -> str:
 
 
 def format_seconds(s: float) -> str:
+    """A rough duration, as estimates are: whole milliseconds below a second."""
     if s < 1:
         return f"{s * 1000:.0f} ms"
     if s < 120:
@@ -30,6 +32,24 @@ def format_seconds(s: float) -> str:
     if s < 7200:
         return f"{s / 60:.0f} min"
     return f"{s / 3600:.1f} h"
+
+
+_DURATION_UNITS = ((1e-6, "ns", 1e9), (1e-3, "µs", 1e6), (1.0, "ms", 1e3), (120.0, "s", 1.0))
+
+
+def format_duration(s: float) -> str:
+    """A measured duration to three significant digits in a unit that keeps it under 1000 ("245 µs", "5.12 ms",
+    "1.23 s"), so that a tiny layer's times read as numbers, not as "0 ms"; from two minutes on as ``format_seconds``.
+    """
+    if not math.isfinite(s) or s < 0:
+        return "—"
+    if s == 0:
+        return "0 s"
+    rounded = float(f"{s:.3g}")  # chosen after rounding, so 999.7 µs reads "1 ms", not "1e+03 µs"
+    for limit, unit, scale in _DURATION_UNITS:
+        if rounded < limit:
+            return f"{rounded * scale:.3g} {unit}"
+    return format_seconds(rounded)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Figures of the model overview and the rollout: plotly for the app and HTML pages, Pillow for PNGs (no browser)."""
 
 import io
+import math
 
 import numpy as np
 import plotly.graph_objects as go
@@ -43,6 +44,11 @@ def mass_depth_figure(table: DepthTable, title: str) -> go.Figure:
     return fig
 
 
+MAX_CALL_TICKS = 8
+"""Numbered calls on the axis of a depth line chart; the hover names every call."""
+LEGEND_ROW_PX = 20
+
+
 def depth_lines_figure(table: DepthTable, title: str, axis_title: str, errors: DepthTable | None = None) -> go.Figure:
     """One line per column over the calls (x = call number); gaps where a call lacks the group. ``errors``: a
     standard error per cell, drawn as ±1 error bars and given in the hover (0 = exact)."""
@@ -67,11 +73,21 @@ def depth_lines_figure(table: DepthTable, title: str, axis_title: str, errors: D
                 hovertemplate=hover + "<extra>" + name + "</extra>",
             )
         )
+    # The legend goes below, one name per row: beside a half-width chart it left the calls' axis too narrow for
+    # its numbers. The bottom margin holds the axis's numbers and title, then the legend.
+    legend_px = LEGEND_ROW_PX * len(table.columns)
     fig.update_layout(
         title=title,
-        height=320,
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        xaxis={"title": {"text": "call (in model order)"}, "tickmode": "array", "tickvals": x},
+        height=280 + legend_px,
+        margin={"l": 10, "r": 10, "t": 50, "b": 60 + legend_px},
+        legend={"orientation": "v", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0, "xanchor": "left"},
+        # Every call numbered crowded the axis into overlapping, tilted digits: at most ~8 labels.
+        xaxis={
+            "title": {"text": "call (in model order)"},
+            "tickmode": "linear",
+            "tick0": 0,
+            "dtick": max(1, math.ceil(len(x) / MAX_CALL_TICKS)),
+        },
         yaxis={"title": {"text": axis_title}},
     )
     return fig

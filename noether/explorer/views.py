@@ -8,7 +8,7 @@ summaries and re-exports the rest: head choices (views_heads), pooled maps (view
 import numpy as np
 
 from noether.explorer.cost import BackendTiming, CostSummary
-from noether.explorer.guard import format_bytes, format_seconds
+from noether.explorer.guard import format_bytes, format_duration
 from noether.explorer.layout import TokenLayout
 from noether.explorer.masks import GroupMask
 from noether.explorer.problems import count as count_of
@@ -194,7 +194,7 @@ def backend_table(timings: list[BackendTiming]) -> list[dict[str, str]]:
         rows.append(
             {
                 "backend": timing.name,
-                "time": format_seconds(timing.seconds),
+                "time": format_duration(timing.seconds),
                 "vs per-pattern": ratio,
                 "max |diff|": f"{timing.max_abs_diff:.2e}",
                 "note": timing.note,

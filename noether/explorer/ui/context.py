@@ -70,6 +70,8 @@ class Context:
     run: ExplorerRun | None = None
     run_key: str = ""
     run_problems: list[Problem] | None = None
+    from_capture: bool = False
+    """The scenario is a recorded call's (Model mode): it is picked in the layer list, not edited in the sidebar."""
 
     @property
     def edited_is_valid(self) -> bool:

@@ -150,7 +150,7 @@ def prepare_model() -> Context:
         empty.run_problems = [Problem(f"layer '{layer.id}'", layer.reason)]
         return empty
     scenario = layer.scenario
-    ctx = Context(ed.draft_from_scenario(scenario), ScenarioReport(scenario, []), scenario)
+    ctx = Context(ed.draft_from_scenario(scenario), ScenarioReport(scenario, []), scenario, from_capture=True)
     ctx.mask = cached_mask_view(ed.scenario_key(scenario), scenario)
     budget = float(ss.get(BUDGET) or 0)
     ctx.run_key = f"capture:{ss[CAPTURE]['digest']}:{layer.id}:{budget}"

@@ -50,10 +50,10 @@ def _compare_view(ctx: Context) -> None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Current**")
-        chart(group_mask_figure(ctx.mask.groups), key="cmp_current")
+        chart(group_mask_figure(ctx.mask.groups, half_width=True), key="cmp_current")
     with right:
         st.markdown("**Other**")
-        chart(group_mask_figure(other_view.groups), key="cmp_other")
+        chart(group_mask_figure(other_view.groups, half_width=True), key="cmp_other")
     difference = compare.mask_difference(ctx.mask.layout, other_view.layout, DISPLAY_BINS)
     if difference.values is None or difference.rows is None or difference.cols is None:
         st.info(difference.message)

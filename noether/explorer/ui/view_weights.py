@@ -54,7 +54,12 @@ def _weights_view(ctx: Context) -> None:
         help="mean: average weight of the pairs in a cell. max: the largest one (finds peaks).",
     )
     log_colour = cols[2].radio("Colour", ["linear", "log"], key="v_colour", horizontal=True) == "log"
-    shared = cols[3].checkbox("Same colour scale for all heads", key="v_shared")
+    # A short label: the column cut "Same colour scale for all heads" to "Same colour scale for all…".
+    shared = cols[3].checkbox(
+        "Shared scale",
+        key="v_shared",
+        help="The same colour scale for every head and the head mean, so that their colours compare.",
+    )
     zrange = views.head_colour_range(result, batch, pooling, log=log_colour) if shared else None
     zmin, zmax = zrange if zrange else (None, None)
     row = None
