@@ -4,47 +4,78 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.masks import GroupMask, group_mask, pooled_mask
 from noether.explorer.scenario import Scenario
 from noether.explorer.views_heads import HeadChoice, HeadOption, Pooling, head_label
-from noether.explorer.weights import WeightResult, pool_dim
+from noether.explorer.weights import WeightResult
 
 
-def _bin_counts(rows: PoolGrid, cols: PoolGrid) -> np.ndarray:
-    return np.outer(rows.bin_sizes(), cols.bin_sizes()).astype(np.float64)
+def _pool_axis(values: np.ndarray, axis: int, multiple: int, reduce: np.ufunc) -> np.ndarray:
+    """Reduce runs of ``multiple`` bins along ``axis`` (the last run may be shorter).
+
+    As ``multiple`` strided slices folded into the first: numpy's reductions over a short axis (and ``reduceat``
+    along rows) take several times longer for the same arithmetic.
+    """
+    if multiple == 1:
+        return values
+    moved = np.moveaxis(values, axis, 0)
+    out = moved[::multiple].copy()
+    for k in range(1, multiple):
+        part = moved[k::multiple]
+        reduce(out[: len(part)], part, out=out[: len(part)])
+    return np.moveaxis(out, 0, axis)
 
 
 def repool(
-    values: np.ndarray, rows: PoolGrid, cols: PoolGrid, target_rows: PoolGrid, target_cols: PoolGrid, pooling: Pooling
+    values: np.ndarray,
+    rows: PoolGrid,
+    cols: PoolGrid,
+    target_rows: PoolGrid,
+    target_cols: PoolGrid,
+    pooling: Pooling,
+    *,
+    overwrite: bool = False,
 ) -> np.ndarray:
-    """Re-pool a pooled map onto coarser grids (factors multiples of the current ones); exact for mean and max."""
+    """Re-pool a pooled map onto coarser grids (factors multiples of the current ones); exact for mean and max.
+
+    One axis at a time, rows first, in numpy: a re-draw reads the full-size map once and then only the row-pooled
+    map, on the calling thread, so that it never waits for a torch worker thread that other load on the machine
+    has descheduled. ``overwrite`` lets mean pooling weight ``values`` in place (a copy the caller owns), so that
+    no second full-size map is allocated.
+    """
     if target_rows.factor == rows.factor and target_cols.factor == cols.factor:
         return values
-    how = "sum" if pooling == "mean" else "max"
-    tensor = torch.as_tensor(values * _bin_counts(rows, cols) if pooling == "mean" else values)
-    _, tensor = pool_dim(tensor, 0, 0, target_rows.factor // rows.factor, how)
-    _, tensor = pool_dim(tensor, 1, 0, target_cols.factor // cols.factor, how)
-    out = tensor.numpy()
-    return out / _bin_counts(target_rows, target_cols) if pooling == "mean" else out
+    row_multiple, col_multiple = target_rows.factor // rows.factor, target_cols.factor // cols.factor
+    if pooling == "max":
+        return _pool_axis(_pool_axis(values, 0, row_multiple, np.maximum), 1, col_multiple, np.maximum)
+    # A mean bin's weight is its token count, so that a short last bin counts for what it holds.
+    row_sizes, col_sizes = rows.bin_sizes().astype(np.float64), cols.bin_sizes().astype(np.float64)
+    weighted = np.multiply(values, row_sizes[:, None], out=values if overwrite else None)
+    pooled = _pool_axis(weighted, 0, row_multiple, np.add)
+    pooled *= col_sizes[None, :]  # a map of its own: the weighted copy, or the pooled one
+    pooled = _pool_axis(pooled, 1, col_multiple, np.add)
+    pooled /= target_rows.bin_sizes().astype(np.float64)[:, None]
+    pooled /= target_cols.bin_sizes().astype(np.float64)[None, :]
+    return pooled
 
 
 def weight_map(
     result: WeightResult, batch: int = 0, head: HeadChoice = "mean", pooling: Pooling = "mean"
 ) -> np.ndarray:
     """One 2-D map (row bins x column bins) of the kept weights: a head or the head average, mean or max pooled."""
+    # In numpy, like the re-pooling: on the calling thread (see :func:`repool`).
     if pooling == "mean":
-        maps = result.mean[batch]
-        return (maps.mean(0) if head == "mean" else maps[head]).double().numpy()
+        maps = result.mean[batch].numpy()
+        return (maps.mean(0) if head == "mean" else maps[head]).astype(np.float64)
     if head == "mean":
         if result.head_mean_max is None:
             raise ValueError("max pooling of the head average was not computed (WeightOptions.head_mean_max)")
-        return result.head_mean_max[batch].double().numpy()
+        return result.head_mean_max[batch].numpy().astype(np.float64)
     if result.max is None:
         raise ValueError("max pooling was not computed (WeightOptions.max_pooling)")
-    return result.max[batch, head].double().numpy()
+    return result.max[batch, head].numpy().astype(np.float64)
 
 
 def display_map(
@@ -52,7 +83,8 @@ def display_map(
 ) -> tuple[np.ndarray, PoolGrid, PoolGrid]:
     """:func:`weight_map` re-pooled to at most ``budget`` bins per axis, with the grids it is drawn on."""
     rows, cols = result.rows.coarsen(budget), result.cols.coarsen(budget)
-    values = repool(weight_map(result, batch, head, pooling), result.rows, result.cols, rows, cols, pooling)
+    own = weight_map(result, batch, head, pooling)
+    values = repool(own, result.rows, result.cols, rows, cols, pooling, overwrite=True)
     return values, rows, cols
 
 
