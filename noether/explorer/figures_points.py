@@ -21,6 +21,32 @@ from noether.explorer.picking import AXIS_NAMES, PickLayout, pick_layout, projec
 from noether.explorer.views_tokens import query_points
 
 MAX_CLOUD_POINTS = 20_000
+SCENE_MIN_RATIO = 0.05
+"""Shortest side of the 3-D box relative to the longest, so that flat (2-D) coordinates still get a visible box."""
+SCENE_CAMERA = {"eye": {"x": 0.75, "y": 0.75, "z": 0.55}, "center": {"x": 0, "y": 0, "z": -0.12}}
+"""Where the camera starts: plotly's default direction, closer and a little lower, so that a box whose longest side
+is 1 fills the chart's width without leaving it; aimed below the middle, where the box's near corner reaches."""
+
+
+def scene_layout(points: np.ndarray) -> dict[str, object]:
+    """A 3-D scene that keeps the geometry's proportions and shows all of it from plotly's default camera.
+
+    ``aspectmode="data"`` scales the box by the data ranges without bounding its longest side, so an elongated
+    cloud (a car, 4 × 2 × 1.5 m) reached past the camera's view and was cut at the left edge; an aspect ratio whose
+    longest side is 1 stays inside the unit cube the default camera frames.
+    """
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    points = points[np.isfinite(points).all(axis=1)]
+    spans = points.max(axis=0) - points.min(axis=0) if len(points) else np.zeros(3)
+    longest = float(spans.max())
+    if longest <= 0:
+        return {"aspectmode": "cube"}
+    ratios = np.maximum(spans / longest, SCENE_MIN_RATIO)
+    return {
+        "aspectmode": "manual",
+        "aspectratio": {axis: float(r) for axis, r in zip("xyz", ratios, strict=True)},
+        "camera": SCENE_CAMERA,
+    }
 
 
 def _markers(points: np.ndarray, name: str, marker: dict[str, object], **extra: object) -> go.Scatter3d:
@@ -96,7 +122,7 @@ def point_cloud_figure(
         title=_title(title),
         height=640,
         margin={"l": 0, "r": 0, "t": 30 + TITLE_LINE_PX * _title_lines(title), "b": 40},
-        scene={"aspectmode": "data"},
+        scene=scene_layout(positions),
         # Below the scene: on the right it would sit on the colour bar's title.
         legend={"orientation": "h", "yanchor": "top", "y": 0, "xanchor": "left", "x": 0, "itemsizing": "constant"},
     )

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
 from noether.explorer.figures import GROUP_COLOURS, MAX_CLOUD_POINTS, MUTED_COLOUR, colour_scale
+from noether.explorer.figures_points import scene_layout
 from noether.explorer.model_overview import CallSummary, DepthTable, ModelOverview
 from noether.explorer.png import colour_table
 
@@ -198,7 +199,7 @@ def rollout_figure(
         title=title,
         height=640,
         margin={"l": 0, "r": 0, "t": 50, "b": 30},
-        scene={"aspectmode": "data"},
+        scene=scene_layout(xyz if marked is None else np.vstack([xyz, np.reshape(marked, (1, 3))])),
         legend={"orientation": "h", "yanchor": "top", "y": 0, "x": 0},
     )
     return fig
