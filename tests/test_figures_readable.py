@@ -18,7 +18,8 @@ from noether.explorer.figures import (
 )
 from noether.explorer.figures_points import SCENE_MIN_RATIO, point_cloud_figure, scene_layout
 from noether.explorer.layout import PoolGrid, TokenLayout
-from noether.explorer.overview_figures import rollout_figure
+from noether.explorer.model_overview import DepthTable
+from noether.explorer.overview_figures import mass_depth_figure, rollout_figure, short_group_names
 from noether.explorer.png import BLOCKED_RGB, map_png
 from noether.explorer.run import ExplorerRun
 from noether.explorer.scenario import validate_scenario
@@ -143,3 +144,22 @@ def test_the_3d_box_of_an_elongated_cloud_fits_the_default_view_with_its_proport
     assert point_cloud_figure(car, "Groups", labels=labels).layout.scene.aspectratio.x == 1.0
     rolled = rollout_figure(car, rng.uniform(size=len(car)), labels, "Rollout", car[0])
     assert rolled.layout.scene.aspectratio.to_plotly_json() == pytest.approx(ratio)
+
+
+def test_depth_heatmap_columns_read_without_tilt_and_the_key_names_every_group() -> None:
+    groups = ["surface_anchors", "surface_queries", "volume_anchors", "volume_queries"]
+    columns = ["tokens → tokens", "queries → keys_values"] + [f"{q} → {k}" for q in groups for k in groups[::2]]
+    table = DepthTable(["a#0", "b#0"], columns, np.full((2, len(columns)), 0.5))
+    fig = mass_depth_figure(table, "Attention mass by depth")
+    axis = fig.layout.xaxis
+    assert axis.tickangle == 0 and len(axis.ticktext) == len(columns)
+    lines = [line for label in axis.ticktext for line in label.split("<br>")]
+    assert max(len(line) for line in lines) <= 9  # fits a column of ten across half a page
+    assert axis.ticktext[columns.index("surface_queries → volume_anchors")] == "SQ<br>→ VA"
+    key = fig.layout.annotations[0].text
+    assert all(f"= {name}" in key for name in [*groups, "keys_values"])
+    assert fig.data[0].customdata[1][3] == columns[3]  # the hover names the full pair
+    # A few short names stay whole, with no key.
+    few = mass_depth_figure(DepthTable(["a#0"], ["x → y", "y → x"], np.ones((1, 2))), "t")
+    assert list(few.layout.xaxis.ticktext) == ["x<br>→ y", "y<br>→ x"] and not few.layout.annotations
+    assert len(set(short_group_names(["surface_anchors", "sparse_anchors", "spare_anchors", "sa"]).values())) == 4
