@@ -5,8 +5,9 @@ Usage: python -m benchmarks.device_check [--device cuda] [--quick] [--skip-flex]
 Checks, in float32 against the CPU (same module weights and inputs: both are made on the CPU and moved):
 - every attention backend (per-pattern MixedAttention, dense masked SDPA, FlexAttention) gives the CPU forward's
   output (<= 1e-4), at 24k tokens (the dense one only where the resource guard allows it);
-- the exact weight pass (pooled maps, group mass, entropy, top-k mass, received attention) at 24k tokens and the
-  preview at 98k tokens give the CPU's results (<= 1e-4);
+- the exact weight pass (pooled maps, group mass, entropy, top-k mass, received attention) and the model overview's
+  statistics (group mass, entropy, top-k mass of every row; the fused kernel is CPU-only, so the device computes
+  them from chunked scores) at 24k tokens, and the preview at 98k tokens, give the CPU's results (<= 1e-4);
 and prints forward, preview and exact-pass times at 24k and 98k tokens and the backends' time ratios.
 Designed to finish well within five minutes on one GPU. Without CUDA it says so and exits 0.
 """
@@ -17,10 +18,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from benchmarks.measure import write_json
 from benchmarks.scale import abupt
+from noether.explorer.layer_stats import LayerStatistics, layer_statistics
 from noether.explorer.run import ExplorerRun
 from noether.explorer.weights import WeightResult
 
@@ -68,6 +71,14 @@ def result_diffs(result: WeightResult, reference: WeightResult) -> dict[str, flo
     return diffs
 
 
+def overview_diffs(stats: LayerStatistics, reference: LayerStatistics) -> dict[str, float]:
+    """Largest differences of the overview's statistics of one layer (every row, so nothing is sampled)."""
+    return {
+        name: float(np.abs(getattr(stats, name) - getattr(reference, name)).max())
+        for name in ("group_mass", "entropy", "top_k_mass")
+    }
+
+
 def forward_output(run: ExplorerRun) -> tuple[float, torch.Tensor]:
     run._cache.pop("forward", None)
     seconds, result = timed(run.forward, run.device)
@@ -87,6 +98,8 @@ def check_size(scale: int, device: str, *, exact_reference: bool, flex: bool, re
     out["exact_s"], exact = timed(run.weights, run.device)
     if exact_reference:
         out["exact_diffs"] = result_diffs(exact, cpu.weights())
+        out["overview_s"], stats = timed(lambda: layer_statistics(run, top_k_rows=None), run.device)
+        out["overview_diffs"] = overview_diffs(stats, layer_statistics(cpu, top_k_rows=None))
         include = ("mixed", "dense", "flex") if flex else ("mixed", "dense")
         timings = run.backends(repeats=repeats, include=include)
         base = timings[0].seconds or float("nan")
@@ -110,7 +123,7 @@ def verdict(results: dict[str, Any], tolerance: float = TOLERANCE) -> list[str]:
         label = f"{size['tokens']:,} tokens"
         if size["forward_diff"] > tolerance:
             failures.append(f"{label}: forward output differs from the CPU by {size['forward_diff']:.2e}")
-        for kind in ("preview_diffs", "exact_diffs"):
+        for kind in ("preview_diffs", "exact_diffs", "overview_diffs"):
             for name, diff in size.get(kind, {}).items():
                 if diff > tolerance:
                     failures.append(f"{label}: {kind.split('_')[0]} {name} differs from the CPU by {diff:.2e}")
@@ -129,7 +142,7 @@ def report(results: dict[str, Any]) -> str:
             f"{size['preview_s'] * 1000:8.1f} ms | exact pass {size['exact_s'] * 1000:8.1f} ms "
             f"({size['exact_s'] / size['forward_s']:.2f}x the forward) | forward vs CPU {size['forward_diff']:.1e}"
         )
-        for name in ("preview_diffs", "exact_diffs"):
+        for name in ("preview_diffs", "exact_diffs", "overview_diffs"):
             if name in size:
                 worst = max(size[name].values())
                 lines.append(f"          {name.split('_')[0]} vs CPU: largest difference {worst:.1e}")

@@ -17,6 +17,8 @@ def test_a_tiny_size_matches_the_cpu_and_is_reported(device: str) -> None:
     assert result["forward_diff"] <= device_check.TOLERANCE
     assert set(result["exact_diffs"]) == set(result["preview_diffs"]) >= {"mean", "group_mass", "top_k_mass"}
     assert max(result["exact_diffs"].values()) <= device_check.TOLERANCE
+    assert set(result["overview_diffs"]) == {"group_mass", "entropy", "top_k_mass"}
+    assert max(result["overview_diffs"].values()) <= device_check.TOLERANCE
     assert [b["backend"] for b in result["backends"]] == ["per-pattern MixedAttention", "dense masked SDPA"]
     results = {"device_name": device, "torch": torch.__version__, "sizes": [result]}
     assert device_check.verdict(results) == []
