@@ -1,6 +1,6 @@
 """Measure the engine against the module's own forward pass and against dense attention, in one run.
 
-Usage: python -m benchmarks.run [--quick] [--skip-flex] [--json OUT]
+Usage: python -m benchmarks.run [--quick] [--skip-flex] [--threads N] [--json OUT]
 
 Reported as ratios measured in the same process (absolute times on shared machines are noisy):
 - pooled head-averaged weight map vs MixedAttention forward, 24k-token two-branch self-anchor layer;
@@ -102,12 +102,28 @@ def large_memory(anchors: int, queries: int) -> dict[str, float]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options, with ``--threads`` applied to torch (an error naming it when it is below 1)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--skip-flex", action="store_true", help="skip FlexAttention (its first compile takes ~20 s)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads (default: torch's choice). On a machine shared with other jobs, 1 avoids "
+        "measuring how long each parallel op waits for a descheduled sibling thread",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be at least 1 (got {args.threads}); leave it out for torch's choice")
+        torch.set_num_threads(args.threads)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     anchors, queries = (512, 1024) if args.quick else (4096, 8192)
     large = (1024, 2048) if args.quick else (16384, 32768)
     repeats = 2 if args.quick else 5

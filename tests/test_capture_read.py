@@ -236,7 +236,7 @@ def test_a_new_kind_is_one_registered_function(capture, monkeypatch: pytest.Monk
 
 
 def test_listing_layers_copies_no_tensor(capture, monkeypatch: pytest.MonkeyPatch):
-    from noether.explorer import capture_layers as module
+    from noether.explorer import capture_mixed as module
 
     def refuse(*args, **kwargs):
         raise AssertionError("inputs built while listing")

@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -15,7 +16,10 @@ from noether.explorer.figures import (
     map_figure,
     mask_figure,
 )
+from noether.explorer.figures_points import SCENE_MIN_RATIO, point_cloud_figure, scene_layout
 from noether.explorer.layout import PoolGrid, TokenLayout
+from noether.explorer.model_overview import DepthTable
+from noether.explorer.overview_figures import mass_depth_figure, rollout_figure, short_group_names
 from noether.explorer.png import BLOCKED_RGB, map_png
 from noether.explorer.run import ExplorerRun
 from noether.explorer.scenario import validate_scenario
@@ -120,3 +124,42 @@ def test_depth_line_charts_number_a_few_calls_and_keep_the_legend_below():
     assert figure.layout.legend.yref == "container" and figure.layout.legend.yanchor == "bottom"
     assert figure.layout.margin.b >= LEGEND_ROW_PX * len(columns)  # the legend has its own room under the axis
     assert list(figure.data[0].text) == table.layers
+
+
+def test_the_3d_box_of_an_elongated_cloud_fits_the_default_view_with_its_proportions() -> None:
+    rng = np.random.default_rng(0)
+    car = rng.uniform([-1.0, -1.0, 0.0], [7.0, 1.0, 1.5], size=(5000, 3))  # 8 x 2 x 1.5, like the sample car
+    scene = scene_layout(car)
+    ratio = scene["aspectratio"]
+    assert scene["aspectmode"] == "manual" and max(ratio.values()) == 1.0 == ratio["x"]
+    spans = car.max(0) - car.min(0)
+    assert ratio["y"] == pytest.approx(spans[1] / spans[0]) and ratio["z"] == pytest.approx(spans[2] / spans[0])
+    # A flat cloud keeps a visible box, a single point or nothing finite falls back to a cube.
+    flat = np.column_stack([car[:, :2], np.zeros(len(car))])
+    assert scene_layout(flat)["aspectratio"]["z"] == SCENE_MIN_RATIO
+    assert scene_layout(car[:1])["aspectmode"] == "cube"
+    assert scene_layout(np.full((3, 3), np.nan))["aspectmode"] == "cube"
+    # Both 3-D views use it.
+    labels = ["anchors"] * 100 + ["queries"] * 4900
+    assert point_cloud_figure(car, "Groups", labels=labels).layout.scene.aspectratio.x == 1.0
+    rolled = rollout_figure(car, rng.uniform(size=len(car)), labels, "Rollout", car[0])
+    assert rolled.layout.scene.aspectratio.to_plotly_json() == pytest.approx(ratio)
+
+
+def test_depth_heatmap_columns_read_without_tilt_and_the_key_names_every_group() -> None:
+    groups = ["surface_anchors", "surface_queries", "volume_anchors", "volume_queries"]
+    columns = ["tokens → tokens", "queries → keys_values"] + [f"{q} → {k}" for q in groups for k in groups[::2]]
+    table = DepthTable(["a#0", "b#0"], columns, np.full((2, len(columns)), 0.5))
+    fig = mass_depth_figure(table, "Attention mass by depth")
+    axis = fig.layout.xaxis
+    assert axis.tickangle == 0 and len(axis.ticktext) == len(columns)
+    lines = [line for label in axis.ticktext for line in label.split("<br>")]
+    assert max(len(line) for line in lines) <= 9  # fits a column of ten across half a page
+    assert axis.ticktext[columns.index("surface_queries → volume_anchors")] == "SQ<br>→ VA"
+    key = fig.layout.annotations[0].text
+    assert all(f"= {name}" in key for name in [*groups, "keys_values"])
+    assert fig.data[0].customdata[1][3] == columns[3]  # the hover names the full pair
+    # A few short names stay whole, with no key.
+    few = mass_depth_figure(DepthTable(["a#0"], ["x → y", "y → x"], np.ones((1, 2))), "t")
+    assert list(few.layout.xaxis.ticktext) == ["x<br>→ y", "y<br>→ x"] and not few.layout.annotations
+    assert len(set(short_group_names(["surface_anchors", "sparse_anchors", "spare_anchors", "sa"]).values())) == 4

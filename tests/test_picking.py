@@ -16,7 +16,15 @@ from streamlit.testing.v1 import AppTest
 from test_app import charts, decode
 
 from noether.explorer import views
-from noether.explorer.figures import GROUP_COLOURS, add_box_layer, pick_figure, query_pick_figure
+from noether.explorer.figures import (
+    GROUP_COLOURS,
+    add_box_layer,
+    group_colours,
+    groups_pick_figure,
+    pick_figure,
+    point_cloud_figure,
+    query_pick_figure,
+)
 from noether.explorer.layout import PoolGrid, TokenLayout
 from noether.explorer.picking import (
     MAX_PICK_POINTS,
@@ -359,3 +367,36 @@ def test_a_click_on_the_spatial_picker_sets_the_query_token_and_keeps_the_rest()
 
 def _chart(at: AppTest, key: str) -> dict[str, Any]:
     return json.loads(next(e for e in at.get("plotly_chart") if e.proto.id.endswith(f"-{key}")).proto.spec)
+
+
+def test_every_picker_colours_a_group_by_its_declared_place_not_its_drawing_order() -> None:
+    rng = np.random.default_rng(0)
+    order = ["anchors", "surface", "volume"]
+    points = {
+        "anchors": rng.normal(size=(64, 3)),
+        "volume": rng.normal(size=(900, 3)),
+        "surface": rng.normal(size=(500, 3)),
+    }
+    picks, fig = groups_pick_figure(points, order, PLANES["x – y (top)"], ("surface", 3), "Pick")
+    assert picks.groups == ("volume", "surface", "anchors")  # big groups drawn first
+    colours = {trace.name: trace.marker.color for trace in fig.data[:3]}
+    assert colours == {"anchors": GROUP_COLOURS[0], "surface": GROUP_COLOURS[1], "volume": GROUP_COLOURS[2]}
+    # The point cloud's "group" mode gives the same groups the same colours.
+    labels = [name for name in order for _ in range(len(points[name]))]
+    cloud = point_cloud_figure(np.concatenate([points[n] for n in order]), "Groups", labels=labels)
+    assert {trace.name: trace.marker.color for trace in cloud.data} == colours
+
+
+@pytest.mark.usefixtures("fresh_caches")
+def test_the_rollout_picker_colours_each_output_group_as_the_spatial_picker_would() -> None:
+    at = model_mode(TINY)
+    at.session_state["view"] = "Rollout"
+    clean(at.run())
+    order = list(at.selectbox(key="ro_group").options)
+    spec = json.loads(next(e for e in at.get("plotly_chart") if e.proto.id.endswith("-ro_pick")).proto.spec)
+    colours = {t["name"]: t["marker"]["color"] for t in spec["data"] if t["name"] in order}
+    # Only the anchors have recorded positions here: drawn first, yet in the colour of their place (second).
+    assert order.index("surface_anchors") == 1 and colours == {"surface_anchors": GROUP_COLOURS[1]}
+    assert colours == {
+        name: colour for name, colour in zip(order, group_colours(order), strict=True) if name in colours
+    }

@@ -8,17 +8,9 @@ from typing import Any
 
 import torch
 
+from noether.explorer.capture_convert import _attention, _key_mask_of, _scenario
 from noether.explorer.capture_file import CallEntry, Capture
-from noether.explorer.capture_layers import (
-    Layer,
-    _attention,
-    _blank,
-    _key_mask_of,
-    _positions,
-    _refused,
-    _scenario,
-    converter,
-)
+from noether.explorer.capture_layers import Layer, _blank, _positions, _refused, converter
 from noether.explorer.inputs import CapturedInputs
 from noether.explorer.layout import TokenLayout
 

@@ -18,7 +18,13 @@ from noether.explorer.figures_maps import (
     mark_query_row,
     mask_figure,
 )
-from noether.explorer.figures_points import MAX_CLOUD_POINTS, pick_figure, point_cloud_figure, query_pick_figure
+from noether.explorer.figures_points import (
+    MAX_CLOUD_POINTS,
+    groups_pick_figure,
+    pick_figure,
+    point_cloud_figure,
+    query_pick_figure,
+)
 from noether.explorer.figures_style import (
     BLOCKED_COLOUR,
     GROUP_COLOURS,
@@ -31,6 +37,7 @@ from noether.explorer.figures_style import (
     _title,
     _title_lines,
     colour_scale,
+    group_colours,
 )
 from noether.explorer.guard import format_duration
 from noether.explorer.layout import PoolGrid, TokenLayout
@@ -56,7 +63,9 @@ __all__ = [
     "backend_figure",
     "colour_scale",
     "compact_count",
+    "group_colours",
     "group_mask_figure",
+    "groups_pick_figure",
     "heatmap",
     "log_ticks",
     "map_figure",

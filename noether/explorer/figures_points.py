@@ -1,12 +1,11 @@
 """3-D point-cloud figures: tokens on the geometry coloured by a value or by group, subsampled for payload."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
 from noether.explorer.figures_style import (
-    GROUP_COLOURS,
     MUTED_COLOUR,
     POINT_VALUE_SCALE,
     SELECTED_COLOUR,
@@ -15,12 +14,39 @@ from noether.explorer.figures_style import (
     _title,
     _title_lines,
     colour_scale,
+    group_colours,
 )
 from noether.explorer.layout import TokenLayout
 from noether.explorer.picking import AXIS_NAMES, PickLayout, pick_layout, project
 from noether.explorer.views_tokens import query_points
 
 MAX_CLOUD_POINTS = 20_000
+SCENE_MIN_RATIO = 0.05
+"""Shortest side of the 3-D box relative to the longest, so that flat (2-D) coordinates still get a visible box."""
+SCENE_CAMERA = {"eye": {"x": 0.75, "y": 0.75, "z": 0.55}, "center": {"x": 0, "y": 0, "z": -0.12}}
+"""Where the camera starts: plotly's default direction, closer and a little lower, so that a box whose longest side
+is 1 fills the chart's width without leaving it; aimed below the middle, where the box's near corner reaches."""
+
+
+def scene_layout(points: np.ndarray) -> dict[str, object]:
+    """A 3-D scene that keeps the geometry's proportions and shows all of it from plotly's default camera.
+
+    ``aspectmode="data"`` scales the box by the data ranges without bounding its longest side, so an elongated
+    cloud (a car, 4 × 2 × 1.5 m) reached past the camera's view and was cut at the left edge; an aspect ratio whose
+    longest side is 1 stays inside the unit cube the default camera frames.
+    """
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    points = points[np.isfinite(points).all(axis=1)]
+    spans = points.max(axis=0) - points.min(axis=0) if len(points) else np.zeros(3)
+    longest = float(spans.max())
+    if longest <= 0:
+        return {"aspectmode": "cube"}
+    ratios = np.maximum(spans / longest, SCENE_MIN_RATIO)
+    return {
+        "aspectmode": "manual",
+        "aspectratio": {axis: float(r) for axis, r in zip("xyz", ratios, strict=True)},
+        "camera": SCENE_CAMERA,
+    }
 
 
 def _markers(points: np.ndarray, name: str, marker: dict[str, object], **extra: object) -> go.Scatter3d:
@@ -69,16 +95,19 @@ def point_cloud_figure(
         name = "tokens" if muted is None else legend[0]
         traces.append(_markers(pts[shown], name, marker, hovertemplate="%{marker.color:.4g}<extra></extra>"))
     else:
-        names = np.asarray(labels if labels is not None else ["tokens"] * n)[keep]
-        groups = list(dict.fromkeys(names.tolist()))
+        all_names = np.asarray(labels if labels is not None else ["tokens"] * n)
+        # The declared order from every token, so that a group keeps its colour when the subsample misses another.
+        order = list(dict.fromkeys(all_names.tolist()))
+        names = all_names[keep]
+        groups = [name for name in order if (names == name).any()]
         counts = {name: int((names == name).sum()) for name in groups}
+        colours = dict(zip(order, group_colours(order), strict=True))
         # Big groups first, so that small ones (the anchors) are drawn over them instead of hidden; the legend
         # keeps the input order.
         for name in sorted(groups, key=lambda g: -counts[g]):
-            index = groups.index(name)
-            colour = GROUP_COLOURS[index % len(GROUP_COLOURS)]
+            index = order.index(name)
             size = 2 if counts[name] > len(names) / (2 * len(groups)) else 3
-            marker = {"size": size, "color": colour}
+            marker = {"size": size, "color": colours[name]}
             traces.append(_markers(pts[names == name], _label(name), marker, legendrank=index + 1))
     if highlight is not None:
         marker = {
@@ -93,7 +122,7 @@ def point_cloud_figure(
         title=_title(title),
         height=640,
         margin={"l": 0, "r": 0, "t": 30 + TITLE_LINE_PX * _title_lines(title), "b": 40},
-        scene={"aspectmode": "data"},
+        scene=scene_layout(positions),
         # Below the scene: on the right it would sit on the colour bar's title.
         legend={"orientation": "h", "yanchor": "top", "y": 0, "xanchor": "left", "x": 0, "itemsizing": "constant"},
     )
@@ -106,14 +135,13 @@ def pick_figure(
     plane: tuple[int, int],
     chosen: tuple[str, int] | None = None,
     title: str = "",
-    colours: Sequence[str] | None = None,
+    order: Sequence[str] | None = None,
 ) -> go.Figure:
     """A 2-D view of the candidate tokens for picking by clicking: trace ``i`` is group ``layout.groups[i]`` with the
-    tokens ``layout.shown[i]`` (``points[i]`` holds all of the group's (n, 3) positions) in ``colours[i]`` (default:
-    the group colours in trace order); the chosen token is the last trace, so that the group traces keep their
-    numbers."""
-    if colours is None:
-        colours = [GROUP_COLOURS[i % len(GROUP_COLOURS)] for i in range(len(layout.groups))]
+    tokens ``layout.shown[i]`` (``points[i]`` holds all of the group's (n, 3) positions), in the colour of its place
+    in ``order`` (the groups' declared order; default: the trace order); the chosen token is the last trace, so that
+    the group traces keep their numbers."""
+    colours = group_colours(layout.groups if order is None else order, layout.groups)
     traces = []
     for name, shown, xyz, colour in zip(layout.groups, layout.shown, points, colours, strict=True):
         x, y = project(np.asarray(xyz)[shown], plane)
@@ -163,20 +191,29 @@ def pick_figure(
     return fig
 
 
+def groups_pick_figure(
+    points: Mapping[str, np.ndarray],
+    order: Sequence[str],
+    plane: tuple[int, int],
+    chosen: tuple[str, int] | None = None,
+    title: str = "",
+    seed: int = 0,
+) -> tuple[PickLayout, go.Figure]:
+    """A picker over the groups of ``points`` (name -> the group's (n, 3) positions), and which token each drawn point
+    is, to read a click with. Big groups are drawn first so that small ones (the anchors) lie on top; each group keeps
+    the colour of its place in ``order`` (as in the point cloud's "group" mode), whatever the drawing order."""
+    drawn = sorted(points, key=lambda name: -len(points[name]))
+    picks = pick_layout({name: len(points[name]) for name in drawn}, seed=seed)
+    return picks, pick_figure(picks, [points[name] for name in drawn], plane, chosen, title, order)
+
+
 def query_pick_figure(
     layout: TokenLayout, positions: np.ndarray, row: int, plane: tuple[int, int], seed: int = 0
 ) -> tuple[PickLayout, go.Figure]:
     """The Spatial view's picker: the query tokens of every group in 2-D (``positions`` on the input axis), the token
-    at query row ``row`` marked; and which token each drawn point is, to read a click with.
-
-    Big groups are drawn first so that small ones (the anchors) lie on top; each group keeps its colour of the
-    view's "group" mode, whatever the drawing order.
-    """
-    points = query_points(layout, positions)
-    drawn = sorted(points, key=lambda name: -len(points[name]))
-    picks = pick_layout({name: len(points[name]) for name in drawn}, seed=seed)
-    colours = [GROUP_COLOURS[layout.groups.index(layout.by_name[name]) % len(GROUP_COLOURS)] for name in drawn]
+    at query row ``row`` marked, each group in its colour of the view's "group" mode; and which token each drawn
+    point is."""
     group, index = layout.query_group_at(row)
+    order = [g.name for g in layout.groups]
     title = "Click a query token to pick it"
-    fig = pick_figure(picks, [points[name] for name in drawn], plane, (group.name, index), title, colours)
-    return picks, fig
+    return groups_pick_figure(query_points(layout, positions), order, plane, (group.name, index), title, seed)

@@ -2,6 +2,7 @@
 
 import html
 import re
+from collections.abc import Sequence
 
 from plotly.colors import get_colorscale
 
@@ -27,6 +28,14 @@ GROUP_COLOURS = (
     "#9D755D",
     "#BAB0AC",
 )
+
+
+def group_colours(order: Sequence[str], names: Sequence[str] | None = None) -> list[str]:
+    """The colour of each of ``names`` (default: ``order``): that of its place in ``order``, the groups' declared
+    order, whatever order they are drawn in, so that a group has one colour in the point cloud's "group" mode and in
+    every picker."""
+    places = {name: index for index, name in enumerate(order)}
+    return [GROUP_COLOURS[places[name] % len(GROUP_COLOURS)] for name in (order if names is None else names)]
 
 
 _STREAMLIT_PLACEHOLDER = re.compile(r"^#0000[0-9a-f]{2}$", re.IGNORECASE)

@@ -2,12 +2,14 @@
 
 import io
 import math
+import re
 
 import numpy as np
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
 from noether.explorer.figures import GROUP_COLOURS, MAX_CLOUD_POINTS, MUTED_COLOUR, colour_scale
+from noether.explorer.figures_points import scene_layout
 from noether.explorer.model_overview import CallSummary, DepthTable, ModelOverview
 from noether.explorer.png import colour_table
 
@@ -20,26 +22,104 @@ def _short(path: str, keep: int = 48) -> str:
     return path if len(path) <= keep else "…" + path[-keep + 1 :]
 
 
+PAIR_ARROW = " → "
+"""How a depth table's column names a query group → key group pair."""
+FULL_NAME_CHARS = 60
+"""Column labels keep the full group names while the widest name times the columns stays within this many
+characters; past it (the demo: ten pairs of names like ``surface_queries``) they use short names, with a key."""
+KEY_LINE_CHARS = 110
+SHORT_WORD_CHARS = 7
+
+
+def short_group_names(names: list[str]) -> dict[str, str]:
+    """A short, distinct name per group: the initials of its words (``surface_queries`` -> ``SQ``), a single word up
+    to its first seven letters (``queries`` stays); more letters, then a number, where two would be the same."""
+    short: dict[str, str] = {}
+    for name in names:
+        words = [w for w in re.split(r"[_\W]+", name) if w] or [name or "?"]
+        tries = [
+            "".join(w[0] for w in words).upper() if len(words) > 1 else words[0][:SHORT_WORD_CHARS],
+            "".join(w[:2].capitalize() for w in words),
+            "".join(w[:4].capitalize() for w in words),
+        ]
+        taken = set(short.values())
+        choice = next((c for c in tries if c not in taken), None)
+        number = 2
+        while choice is None:
+            choice = f"{tries[0]}{number}" if f"{tries[0]}{number}" not in taken else None
+            number += 1
+        short[name] = choice
+    return short
+
+
+def pair_labels(columns: list[str]) -> tuple[list[str], str]:
+    """Two-line tick labels (query over ``→ key``, read without tilt) for depth-table columns, and the key of the
+    short names they use ('' when they use the full names)."""
+    pairs = [tuple(c.split(PAIR_ARROW, 1)) if PAIR_ARROW in c else (c,) for c in columns]
+    names = list(dict.fromkeys(name for pair in pairs for name in pair))
+    if not names or max(len(n) for n in names) * len(columns) <= FULL_NAME_CHARS:
+        short = {name: name for name in names}
+    else:
+        short = short_group_names(names)
+    labels = ["<br>".join([short[pair[0]], *(f"→ {short[name]}" for name in pair[1:])]) for pair in pairs]
+    key_parts = [f"{short[name]} = {name}" for name in names if short[name] != name]
+    lines, line = [], ""
+    for part in key_parts:
+        if line and len(line) + 3 + len(part) > KEY_LINE_CHARS:
+            lines.append(line)
+            line = ""
+        line = f"{line} · {part}" if line else part
+    return labels, "<br>".join([*lines, line] if line else lines)
+
+
 def mass_depth_figure(table: DepthTable, title: str) -> go.Figure:
-    """Depth (rows, call order top to bottom) x (query group → key group) attention mass; blank where not attended."""
+    """Depth (rows, call order top to bottom) x (query group → key group) attention mass; blank where not attended.
+
+    Column labels are two lines, query over key, without tilt; many long group names are shortened (the key below
+    the chart spells them out, the hover gives the full pair)."""
+    labels, key = pair_labels(table.columns)
+    columns = np.array(table.columns, dtype=object)
     fig = go.Figure(
         go.Heatmap(
             z=table.values,
-            x=table.columns,
+            x=list(range(len(table.columns))),
             y=[f"{i}: {_short(name)}" for i, name in enumerate(table.layers)],
+            customdata=np.broadcast_to(columns, table.values.shape),
             colorscale=colour_scale("Viridis"),
             zmin=0.0,
             zmax=1.0,
             colorbar={"title": {"text": "mass"}},
-            hovertemplate="%{y}<br>%{x}: %{z:.3f}<extra></extra>",
+            hovertemplate="%{y}<br>%{customdata}: %{z:.3f}<extra></extra>",
         )
     )
+    key_px = 18 * (key.count("<br>") + 1) if key else 0
+    if key:
+        fig.add_annotation(
+            text=key,
+            xref="paper",
+            yref="paper",
+            x=0,
+            y=0,
+            yshift=-8,
+            xanchor="left",
+            yanchor="top",
+            align="left",
+            showarrow=False,
+            font={"size": 12},
+        )
+    lines = max((label.count("<br>") + 1 for label in labels), default=1)
     fig.update_layout(
         title=title,
-        height=max(320, 28 * len(table.layers) + 160),
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        height=max(320, 28 * len(table.layers) + 130 + 16 * lines + key_px),
+        margin={"l": 10, "r": 10, "t": 50 + 16 * lines, "b": 10 + key_px},
         yaxis={"autorange": "reversed"},
-        xaxis={"side": "top", "tickangle": -30},
+        xaxis={
+            "side": "top",
+            "tickangle": 0,
+            "tickmode": "array",
+            "tickvals": list(range(len(labels))),
+            "ticktext": labels,
+        },
     )
     return fig
 
@@ -198,7 +278,7 @@ def rollout_figure(
         title=title,
         height=640,
         margin={"l": 0, "r": 0, "t": 50, "b": 30},
-        scene={"aspectmode": "data"},
+        scene=scene_layout(xyz if marked is None else np.vstack([xyz, np.reshape(marked, (1, 3))])),
         legend={"orientation": "h", "yanchor": "top", "y": 0, "x": 0},
     )
     return fig

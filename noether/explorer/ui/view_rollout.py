@@ -6,9 +6,9 @@ from typing import Any
 
 import streamlit as st
 
-from noether.explorer.figures import pick_figure
+from noether.explorer.figures import groups_pick_figure
 from noether.explorer.overview_figures import rollout_figure
-from noether.explorer.picking import PLANES, PickLayout, pick_layout, picked_token
+from noether.explorer.picking import PLANES, PickLayout, picked_token
 from noether.explorer.problems import ExplorerError
 from noether.explorer.rollout import (
     EXPLANATION,
@@ -95,10 +95,8 @@ def _picker(
     if not points:
         st.caption("No output group has recorded positions, so tokens are picked by group and index only.")
         return
-    # Big groups first, so that small ones (the anchors) are drawn over them.
-    drawn = sorted(points, key=lambda name: -sizes[name])
-    layout = pick_layout({name: sizes[name] for name in drawn})
-    fig = pick_figure(layout, [points[name] for name in drawn], plane, chosen, "Click a token to follow it back")
+    # Each group in the colour of its place among the output groups, as the Spatial view's picker colours its own.
+    layout, fig = groups_pick_figure(points, list(sizes), plane, chosen, "Click a token to follow it back")
     selectable_chart(fig, PICKER, lambda: _on_pick(layout), "points")
     for note in notes:
         st.caption(f"Note: {note}")
