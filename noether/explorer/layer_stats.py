@@ -18,6 +18,7 @@ from noether.explorer import guard
 from noether.explorer.chunk_stats import masked_scores, top_k_values
 from noether.explorer.fused_stats import KeySegment, row_stats
 from noether.explorer.run import ExplorerRun
+from noether.explorer.sampling import stratified_error
 from noether.explorer.weights import DEFAULT_CHUNK_BYTES, Cancelled, _pattern_keys, chunk_rows
 
 HeadChoice = int | Literal["mean"]
@@ -45,22 +46,10 @@ class TopKSample:
         return (self.values.mean(0) * self.strata).sum(-1) / self.size
 
     def error(self, head: HeadChoice = "mean") -> float:
-        """Standard error of the estimate for one head or the head mean; 0 when every row was computed.
-
-        One row per stratum: the sampled rows' variance stands in for the within-stratum variance (conservative),
-        times Σ(stratum / size)², with the finite-population correction.
-        """
-        count = len(self.strata)
-        if count >= self.size:
-            return 0.0
+        """Standard error of the estimate for one head or the head mean; 0 when every row was computed."""
         per_row = self.values.mean(0)
         values = per_row.mean(0) if head == "mean" else per_row[head]
-        if count < 2:
-            return float("nan")
-        shares = self.strata / self.size
-        mean = (values * shares).sum()
-        variance = ((values - mean) ** 2 * shares).sum() * count / (count - 1)
-        return float(np.sqrt(variance * (shares**2).sum() * (1 - count / self.size)))
+        return float(stratified_error(values, self.strata, self.size))
 
 
 @dataclass(frozen=True)

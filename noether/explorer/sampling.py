@@ -210,6 +210,23 @@ def _group_means(samples: PreviewSamples, n_query: int) -> dict[str, torch.Tenso
     return out
 
 
+def stratified_error(values: np.ndarray, strata: np.ndarray, size: int) -> np.ndarray | float:
+    """Standard error of a stratified mean with one sampled row per stratum (rows along axis 0).
+
+    The sampled rows' variance stands in for the within-stratum variance (conservative), times Σ(stratum / size)²,
+    with the finite-population correction: 0 when every row was sampled, NaN from a single sample.
+    """
+    count = len(strata)
+    if count >= size:
+        return np.zeros(values.shape[1:]) if values.ndim > 1 else 0.0
+    if count < 2:
+        return np.full(values.shape[1:], np.nan) if values.ndim > 1 else float("nan")
+    shares = (strata / size).reshape(-1, *([1] * (values.ndim - 1)))
+    mean = (values * shares).sum(0)
+    variance = ((values - mean) ** 2 * shares).sum(0) * count / (count - 1)
+    return np.sqrt(variance * (shares**2).sum(0) * (1 - count / size))
+
+
 def standard_errors(result: WeightResult, batch: int = 0, head: int | str = "mean") -> dict[str, np.ndarray]:
     """Standard errors of a preview's group mass (query x key groups), entropy and top-k mass (per query group).
 
@@ -229,15 +246,7 @@ def standard_errors(result: WeightResult, batch: int = 0, head: int | str = "mea
         errors = np.zeros((n_query, *trailing))
         for index in range(n_query):
             picked, weights, count, size = _weighted(values.unsqueeze(0).unsqueeze(0), samples.sample, index)
-            picked = picked[0, 0].double()
-            if count == 0 or count == size:
-                continue
-            if count < 2:
-                errors[index] = np.nan
-                continue
-            shares = (weights / size).double().view(-1, *([1] * len(trailing)))
-            mean = (picked * shares).sum(0)
-            variance = ((picked - mean) ** 2 * shares).sum(0) * count / (count - 1)
-            errors[index] = (variance * (shares**2).sum(0) * (1 - count / size)).sqrt().numpy()
+            if count:
+                errors[index] = stratified_error(picked[0, 0].double().numpy(), weights.double().numpy(), size)
         out[name] = errors
     return out
