@@ -1,5 +1,6 @@
 """The model overview as text lines (the CLI), a JSON document (scripts) and an HTML page (the app's figures)."""
 
+import html
 import json
 import math
 from typing import Any
@@ -7,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from noether.explorer.model_overview import DepthTable, HeadChoice, ModelOverview, call_table
+from noether.explorer.views_heads import head_label
 
 
 def _number(value: float) -> float | None:
@@ -44,33 +46,18 @@ def overview_json(overview: ModelOverview, head: HeadChoice = "mean") -> str:
 
 def overview_html(overview: ModelOverview, head: HeadChoice = "mean") -> str:
     """One self-contained page: the calls diagram, the mass by depth, entropy and top-k mass over depth."""
-    from noether.explorer.overview_figures import calls_diagram, depth_lines_figure, mass_depth_figure
+    from noether.explorer.overview_figures import calls_diagram, head_figures
 
-    label = "head mean" if head == "mean" else f"head {head}"
-    figures = [
-        calls_diagram(overview),
-        mass_depth_figure(overview.mass_table(head), f"Attention mass by depth ({label})"),
-        depth_lines_figure(overview.row_stat_table("entropy", head), f"Mean entropy ({label})", "nats"),
-        depth_lines_figure(
-            overview.row_stat_table("top_k_mass", head),
-            f"Top-{overview.top_k} mass ({label})",
-            "mass",
-            errors=overview.top_k_error_table(head),
-        ),
-    ]
+    figures = [calls_diagram(overview), *head_figures(overview, head)]
     parts = [figures[0].to_html(include_plotlyjs=True, full_html=False)]
     parts += [figure.to_html(include_plotlyjs=False, full_html=False) for figure in figures[1:]]
-    notes = "".join(f"<p>{_escape(note)}</p>" for note in [overview.top_k_note, *overview.notes])
+    notes = "".join(f"<p>{html.escape(note)}</p>" for note in [overview.top_k_note, *overview.notes])
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Model overview</title></head><body>"
         + "".join(parts)
         + notes
         + "</body></html>\n"
     )
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _top_k_text(value: float, error: float) -> str:
@@ -91,7 +78,7 @@ def overview_lines(overview: ModelOverview, head: HeadChoice = "mean") -> list[s
     entropy = overview.row_stat_table("entropy", head)
     top = overview.row_stat_table("top_k_mass", head)
     errors = overview.top_k_error_table(head)
-    label = "head mean" if head == "mean" else f"head {head}"
+    label = head_label(head)
     lines.append(f"attention mass by query group → key group ({label}):")
     for number, call in enumerate(mass.layers):
         cells = [

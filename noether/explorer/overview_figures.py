@@ -10,8 +10,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from noether.explorer.figures import GROUP_COLOURS, MAX_CLOUD_POINTS, MUTED_COLOUR, colour_scale
 from noether.explorer.figures_points import scene_layout
-from noether.explorer.model_overview import CallSummary, DepthTable, ModelOverview
+from noether.explorer.model_overview import CallSummary, DepthTable, HeadChoice, ModelOverview
 from noether.explorer.png import colour_table
+from noether.explorer.views_heads import head_label
 
 ROLLOUT_DECADES = 4.0
 """Rollout weights span orders of magnitude: colours cover this many decades below the largest weight."""
@@ -171,6 +172,22 @@ def depth_lines_figure(table: DepthTable, title: str, axis_title: str, errors: D
         yaxis={"title": {"text": axis_title}},
     )
     return fig
+
+
+def head_figures(overview: ModelOverview, head: HeadChoice = "mean") -> tuple[go.Figure, go.Figure, go.Figure]:
+    """The overview's charts for one head or the head mean, as the app and the HTML page show them: attention mass
+    by depth, mean entropy over depth, and top-k mass over depth with its standard errors."""
+    label = head_label(head)
+    return (
+        mass_depth_figure(overview.mass_table(head), f"Attention mass by depth ({label})"),
+        depth_lines_figure(overview.row_stat_table("entropy", head), f"Mean entropy ({label})", "nats"),
+        depth_lines_figure(
+            overview.row_stat_table("top_k_mass", head),
+            f"Top-{overview.top_k} mass ({label})",
+            "mass",
+            errors=overview.top_k_error_table(head),
+        ),
+    )
 
 
 def _call_hover(call: CallSummary) -> str:

@@ -18,7 +18,7 @@ from noether.explorer.model_overview import (
     model_overview,
     overview_estimate,
 )
-from noether.explorer.overview_figures import calls_diagram, depth_lines_figure, mass_depth_figure
+from noether.explorer.overview_figures import calls_diagram, head_figures
 from noether.explorer.problems import ExplorerError
 from noether.explorer.ui.context import AUTO_COMPUTE_SECONDS, Context
 from noether.explorer.ui.model_store import capture_store, progress_bar, sources_of
@@ -124,24 +124,17 @@ def _draw(overview: ModelOverview) -> None:
         key="ov_head",
         help="Head-mean, or one head (calls with fewer heads are left blank).",
     )
-    label = views.head_label(head)
-    chart(mass_depth_figure(overview.mass_table(head), f"Attention mass by depth ({label})"), key="ov_mass")
+    mass, entropy, top = head_figures(overview, head)
+    chart(mass, key="ov_mass")
     st.caption(
         "Row = call in model order, column = query group → key group: the mean share of a query's attention that "
         "lands on the key group in that call. Blank: the call does not attend that pair."
     )
     left, right = st.columns(2)
     with left:
-        chart(
-            depth_lines_figure(overview.row_stat_table("entropy", head), f"Mean entropy ({label})", "nats"),
-            key="ov_entropy",
-        )
+        chart(entropy, key="ov_entropy")
     with right:
-        title = f"Top-{overview.top_k} mass ({label})"
-        figure = depth_lines_figure(
-            overview.row_stat_table("top_k_mass", head), title, "mass", errors=overview.top_k_error_table(head)
-        )
-        chart(figure, key="ov_topk")
+        chart(top, key="ov_topk")
     st.caption(
         "Per query group over depth: entropy of a query's weights (low = focused) and the share of attention on "
         f"its {overview.top_k} largest keys. {overview.top_k_note}"
